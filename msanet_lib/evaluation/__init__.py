@@ -1,0 +1,1 @@
+"""msanet_lib.evaluation"""
