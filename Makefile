@@ -17,7 +17,6 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e ".[dev,notebooks]"
-	$(BIN)/python -m ipykernel install --user --name msanet --display-name "Python (msanet)" >/dev/null
 	touch $(STAMP)
 
 demo: setup

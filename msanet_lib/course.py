@@ -1,0 +1,164 @@
+"""Helpers every notebook of the course uses: set-up, "check your understanding" and exercises.
+
+A notebook starts with::
+
+    from msanet_lib import course
+    cfg = course.setup()          # seeds, device, fast mode, paths; prints a one-line summary
+
+compares what it built from scratch with the library::
+
+    course.assert_close(my_prior, library_prior, "prior mask")
+
+and ends with exercises whose checks run on the learner's answer, or, while the learner has not
+tried yet, on the worked solution kept in ``notebooks/solutions/`` (so CI proves that the checks
+and the solutions agree, and a learner is never blocked by an unfinished exercise)::
+
+    def exercise_1(...):
+        ...                       # the learner's code; returns None until written
+    course.exercise(exercise_1, "03_prior_mask", "exercise_1", check=check_fn)
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from msanet_lib.utils import REPO_ROOT, data_root, fast_mode
+
+SOLUTIONS_DIR = REPO_ROOT / "notebooks" / "solutions"
+
+
+@dataclass(frozen=True)
+class CourseSettings:
+    """What a notebook needs to know about the machine it runs on."""
+
+    fast: bool
+    device: torch.device
+    data_root: Path
+    outputs: Path
+    seed: int
+
+
+def pick_device(preference: str = "auto") -> torch.device:
+    """CUDA, then Apple MPS, then CPU, unless ``preference`` names one explicitly."""
+    if preference != "auto":
+        return torch.device(preference)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (all devices) so a notebook draws the same pictures twice."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def setup(seed: int = 0, device: str | None = None, verbose: bool = True) -> CourseSettings:
+    """Seed everything, pick the device and report the fast mode.
+
+    ``MSANET_FAST=1`` (set by CI) keeps every notebook short without changing what it teaches;
+    ``MSANET_DEVICE`` overrides the device choice.
+    """
+    seed_everything(seed)
+    dev = pick_device(device or os.environ.get("MSANET_DEVICE", "auto"))
+    outputs = REPO_ROOT / "outputs"
+    outputs.mkdir(exist_ok=True)
+    settings = CourseSettings(fast_mode(), dev, data_root(), outputs, seed)
+    if verbose:
+        mode = "fast mode (MSANET_FAST=1)" if settings.fast else "full mode"
+        print(f"torch {torch.__version__} | device {dev} | {mode} | data in {settings.data_root}")
+    return settings
+
+
+def assert_close(
+    actual: Any, expected: Any, name: str, atol: float = 1e-5, rtol: float = 1e-5
+) -> None:
+    """Assert that a from-scratch result equals the library's, with a message a learner can use.
+
+    Accepts tensors, arrays or numbers. On success prints a short confirmation so the learner
+    sees the check ran.
+    """
+    a = torch.as_tensor(actual).detach().cpu().double()
+    e = torch.as_tensor(expected).detach().cpu().double()
+    if a.shape != e.shape:
+        raise AssertionError(
+            f"{name}: shape {tuple(a.shape)} differs from the library's {tuple(e.shape)}. "
+            "Check which dimensions you reduced or concatenated."
+        )
+    diff = (a - e).abs()
+    worst = diff.max().item() if diff.numel() else 0.0
+    if not torch.allclose(a, e, atol=atol, rtol=rtol):
+        where = np.unravel_index(int(diff.argmax()), tuple(a.shape)) if diff.numel() else ()
+        raise AssertionError(
+            f"{name}: max abs difference {worst:.3g} at index {tuple(int(i) for i in where)} "
+            f"(tolerance {atol:g}); yours {a.flatten()[diff.argmax()].item():.6g}, "
+            f"library {e.flatten()[diff.argmax()].item():.6g}."
+        )
+    print(f"OK  {name} matches the library (max abs difference {worst:.1e}).")
+
+
+def load_solution(notebook: str, name: str) -> Callable[..., Any]:
+    """Load ``name`` from ``notebooks/solutions/<notebook>.py`` (the worked solutions)."""
+    path = SOLUTIONS_DIR / f"{notebook}.py"
+    if not path.is_file():
+        raise FileNotFoundError(f"No solutions file {path}: is the repository complete?")
+    spec = importlib.util.spec_from_file_location(f"solutions_{notebook}", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    if not hasattr(module, name):
+        raise AttributeError(f"{path} has no solution named {name!r}.")
+    return getattr(module, name)
+
+
+class NotAttempted(Exception):
+    """Raised by an exercise stub the learner has not filled in yet."""
+
+
+def exercise(
+    attempt: Callable[..., Any],
+    notebook: str,
+    name: str,
+    check: Callable[[Callable[..., Any]], None],
+) -> bool:
+    """Run ``check`` on the learner's ``attempt``; fall back to the worked solution if not tried.
+
+    ``check(fn)`` must raise ``AssertionError`` when ``fn`` is wrong. An attempt that returns
+    ``None`` or raises :class:`NotAttempted` counts as "not tried yet": the check then runs on
+    the solution in ``notebooks/solutions/<notebook>.py`` so the notebook still runs top to
+    bottom, and the learner is told where the solution is. Returns True if the learner's own
+    code passed.
+    """
+    def guarded(*args: Any, **kwargs: Any) -> Any:
+        result = attempt(*args, **kwargs)
+        if result is None:
+            raise NotAttempted
+        return result
+
+    try:
+        check(guarded)
+    except NotAttempted:
+        pass
+    else:
+        print(f"Well done: your {name} passes every check.")
+        return True
+    solution = load_solution(notebook, name)
+    check(solution)
+    print(
+        f"{name}: not attempted yet. The checks pass on the worked solution in "
+        f"notebooks/solutions/{notebook}.py; write yours and run this cell again."
+    )
+    return False

@@ -1,0 +1,246 @@
+"""``msanet-eval``: score a trained MSANet with the authors' test protocol.
+
+Examples::
+
+    msanet-eval --checkpoint runs/toy/fold0_1shot/meta/best.pth          # toy benchmark
+    msanet-eval --checkpoint 'runs/pascal/fold{fold}_1shot/meta/best.pth' \\
+        --benchmark pascal --folds 0 1 2 3 --device cuda --amp bf16 --json pascal.json
+    msanet-eval --authors --backbone resnet50 --shots 1 --benchmark pascal \\
+        --checkpoint 'weights/pascal/split{fold}/resnet50/best.pth' --folds 0 1 2 3
+
+``{fold}`` in ``--checkpoint`` is replaced by each fold (a model is trained per fold).
+Prints, per fold, a table over seeds (mIoU, FB-IoU, pIoU, the meta-only "_m" scores and
+the base learner's mIoU), then the mean over folds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from msanet_lib.evaluation.protocol import EPISODES, SEEDS, EvalResult, evaluate
+from msanet_lib.utils import fast_mode
+
+FAST_EPISODES = 40
+_OUR_FORMATS = ("msanet-train-checkpoint", "msanet-export")
+_BASE_CLASSES = {"pascal": 16, "coco": 61, "toy": 16}
+
+
+def pick_device(name: str) -> torch.device:
+    """``"auto"`` -> CUDA, else Apple MPS, else CPU; other names are checked to exist."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {name}: CUDA is not available here; use --device cpu")
+    return device
+
+
+def read_checkpoint(path: Path) -> dict[str, Any]:
+    """Reads one of our checkpoints: ``{'model_config' or 'config', 'state_dict', ...}``.
+
+    Accepts a training checkpoint or an export (``msanet_lib.training.checkpoint``), or a
+    plain dict ``{"config": <MSANetConfig fields>, "state_dict": ...}``. Returns a dict
+    with ``model_config`` (MSANetConfig fields), ``state_dict`` and ``train_config``
+    (the training config, or ``{}``).
+    """
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"--checkpoint {path} does not exist. Train one with `msanet-train` (it writes "
+            "<out>/meta/best.pth) or pass the path of a downloaded checkpoint."
+        )
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # truncated file, foreign pickle, ...
+        raise ValueError(
+            f"--checkpoint {path} cannot be read ({type(err).__name__}: {err}). It is incomplete "
+            "or not a msanet_lib checkpoint; for the authors' files add --authors."
+        ) from err
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
+        raise ValueError(
+            f"--checkpoint {path} has no 'state_dict'. For the authors' released files add "
+            "--authors --backbone ... --shots ...; otherwise pass a msanet_lib checkpoint."
+        )
+    if ckpt.get("stage") == "base":
+        raise ValueError(
+            f"--checkpoint {path} is a stage-1 base learner (PSPNet); msanet-eval scores the "
+            "stage-2 MSANet: pass <out>/meta/best.pth."
+        )
+    if ckpt.get("format") in _OUR_FORMATS:
+        model_config, train_config = ckpt.get("model_config"), ckpt.get("config") or {}
+    else:
+        model_config, train_config = ckpt.get("config"), {}
+    if not isinstance(model_config, dict):
+        raise ValueError(f"--checkpoint {path} holds no model config; it cannot be rebuilt.")
+    return {"model_config": model_config, "state_dict": ckpt["state_dict"],
+            "train_config": train_config}
+
+
+def build_model(args: argparse.Namespace, path: Path, benchmark: str) -> tuple[nn.Module, dict]:
+    """The model of ``path`` and the training config stored with it (``{}`` if none)."""
+    from msanet_lib.model.msanet import MSANet, MSANetConfig
+
+    if args.authors:
+        try:
+            from msanet_lib.model.checkpoints import load_authors_checkpoint
+        except ImportError as err:
+            raise ValueError(
+                "--authors needs msanet_lib.model.checkpoints.load_authors_checkpoint, which "
+                f"cannot be imported here ({err})."
+            ) from err
+        if not path.is_file():
+            raise FileNotFoundError(f"--checkpoint {path} does not exist.")
+        config = MSANetConfig(
+            backbone=args.backbone,
+            shots=args.shots or 1,
+            num_base_classes=_BASE_CLASSES[benchmark],
+        )
+        model = MSANet(config)
+        load_authors_checkpoint(model, path, allow_pickle=args.allow_pickle)
+        return model, {}
+    ckpt = read_checkpoint(path)
+    fields = dict(ckpt["model_config"])
+    if args.shots is not None and args.shots != fields.get("shots", 1):
+        # K only changes kshot_rw, which exists for K > 1 alone: a 1-shot model cannot take 5.
+        raise ValueError(
+            f"--shots {args.shots} differs from the checkpoint's shots={fields.get('shots')}; "
+            "evaluate with the shots the model was trained for."
+        )
+    model = MSANet(MSANetConfig(**fields))
+    missing, unexpected = model.load_state_dict(ckpt["state_dict"], strict=False)
+    if missing or unexpected:
+        raise ValueError(
+            f"--checkpoint {path} does not fit the model it describes: missing keys "
+            f"{missing[:5]}, unexpected keys {unexpected[:5]}."
+        )
+    return model, ckpt["train_config"]
+
+
+def build_dataset(benchmark: str, root: str | None, fold: int, shots: int) -> Any:
+    """The fold's validation episodes (``FewShotDataset(split="val")``)."""
+    from msanet_lib.data.datasets import FewShotDataset
+
+    # progress: the first use of a real benchmark scans every label once (cached afterwards).
+    return FewShotDataset(root, benchmark=benchmark, fold=fold, split="val", shots=shots,
+                          progress=True)
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="msanet-eval",
+        description="Evaluate MSANet with the authors' protocol (1000 episodes x 5 seeds).",
+    )
+    p.add_argument("--checkpoint", required=True,
+                   help="checkpoint file; '{fold}' is replaced by each fold")
+    p.add_argument("--authors", action="store_true",
+                   help="the file is one of the authors' released MSANet checkpoints")
+    p.add_argument("--allow-pickle", action="store_true",
+                   help="--authors: accept a whole pickled model (runs code from the file; "
+                        "only for files you trust)")
+    p.add_argument("--backbone", default="resnet50",
+                   help="backbone of an --authors checkpoint (resnet50, resnet101, vgg16_bn)")
+    p.add_argument("--shots", type=int, default=None, help="K support images (default: model's)")
+    p.add_argument("--benchmark", default=None, choices=("toy", "pascal", "coco"),
+                   help="default: the checkpoint's, else toy")
+    p.add_argument("--data-root", default=None,
+                   help="dataset folder (default: data/ or $MSANET_DATA)")
+    p.add_argument("--folds", type=int, nargs="+", default=None,
+                   help="default: the checkpoint's fold, else 0")
+    p.add_argument("--episodes", type=int, default=EPISODES)
+    p.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS))
+    p.add_argument("--fast", action="store_true",
+                   help=f"quick check: {FAST_EPISODES} episodes, first seed only "
+                        "(also MSANET_FAST=1)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
+    p.add_argument("--amp", default=None, choices=("bf16", "fp16"), help="autocast dtype")
+    p.add_argument("--channels-last", action="store_true")
+    p.add_argument("--batch-size", type=int, default=1, help="episodes per forward pass")
+    p.add_argument("--workers", type=int, default=0, help="DataLoader workers")
+    p.add_argument("--json", type=Path, default=None, help="write all results to this file")
+    return p.parse_args(argv)
+
+
+def _fmt(value: float) -> str:
+    return "-" if math.isnan(value) else f"{100 * value:.2f}"
+
+
+def summary_table(results: dict[int, EvalResult]) -> str:
+    """One row per fold (mean and best over seeds), then the mean over folds."""
+    lines = ["| fold | mIoU (mean) | mIoU (best) | FB-IoU (mean) | FB-IoU (best) | mIoU_m (mean) |",
+             "|---|---|---|---|---|---|"]
+    rows = []
+    for fold, r in results.items():
+        row = [r.mean("miou"), r.best("miou"), r.mean("fb_iou"), r.best("fb_iou"),
+               r.mean("miou_meta")]
+        rows.append(row)
+        lines.append(f"| {fold} | " + " | ".join(_fmt(v) for v in row) + " |")
+    if len(rows) > 1:
+        means = [sum(col) / len(col) for col in zip(*rows)]
+        lines.append("| **mean** | " + " | ".join(_fmt(v) for v in means) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        return run(args)
+    except (FileNotFoundError, ValueError) as err:
+        print(f"msanet-eval: error: {err}", file=sys.stderr)
+        return 2
+
+
+def run(args: argparse.Namespace) -> int:
+    episodes, seeds = args.episodes, list(args.seeds)
+    if args.fast or fast_mode():
+        episodes, seeds = min(episodes, FAST_EPISODES), seeds[:1]
+    device = pick_device(args.device)
+    template = args.checkpoint
+    folds = args.folds
+    if folds is not None and len(folds) > 1 and "{fold}" not in template:
+        raise ValueError(
+            f"--folds {' '.join(map(str, folds))} needs one checkpoint per fold: put '{{fold}}' "
+            f"in --checkpoint (e.g. runs/pascal/fold{{fold}}_1shot/meta/best.pth)."
+        )
+    results: dict[int, EvalResult] = {}
+    for fold in folds if folds is not None else [None]:
+        path = Path(template.replace("{fold}", str(fold if fold is not None else 0)))
+        model, train_config = build_model(args, path, args.benchmark or "toy")
+        benchmark = args.benchmark or train_config.get("benchmark") or "toy"
+        fold_used = fold if fold is not None else int(train_config.get("fold", 0))
+        shots = int(model.config.shots)
+        root = args.data_root or train_config.get("data_root")
+        dataset = build_dataset(benchmark, root, fold_used, shots)
+        print(f"== {benchmark} fold {fold_used}, {shots}-shot, {path} ({episodes} episodes x "
+              f"{len(seeds)} seeds on {device})", file=sys.stderr)
+        result = evaluate(
+            model, dataset, episodes, seeds, device, args.amp,
+            channels_last=args.channels_last, batch_size=args.batch_size,
+            num_workers=args.workers,
+        )
+        result.benchmark, result.fold, result.shots = benchmark, fold_used, shots
+        result.info["checkpoint"] = str(path)
+        results[fold_used] = result
+        print(result.to_markdown() + "\n")
+    print(summary_table(results))
+    if args.json is not None:
+        payload = {"folds": {str(f): r.to_dict() for f, r in results.items()}}
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(payload, indent=1, allow_nan=False))
+        print(f"results written to {args.json}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

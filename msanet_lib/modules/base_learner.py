@@ -1,0 +1,125 @@
+"""The base learner head: PSPNet's pyramid pooling module and classifier (spec §1.9).
+
+In stage 1 (BAM's ``train_base.py``) a full PSPNet is trained to segment the fold's base classes.
+MSANet then reuses its head, frozen, as ``learner_base = Sequential(ppm, cls)`` on the query
+layer4 output, and uses the predicted base-class probabilities to suppress base-class pixels in
+the final ensemble (spec §1.10).
+
+State-dict names follow the authors: inside PSPNet ``ppm.features.{0..3}.{1,2}.*`` and
+``cls.{0,1,4}.*``; inside MSANet the same under ``learner_base.0`` and ``learner_base.1``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+PPM_BINS: tuple[int, ...] = (1, 2, 3, 6)
+
+
+class PPM(nn.Module):
+    """Pyramid pooling module (PSPNet, Zhao et al. 2017).
+
+    For each bin size b: adaptive average pooling to b x b, 1x1 conv (no bias) to
+    ``reduction_dim`` channels, BN, ReLU, bilinear upsampling (align_corners=True) back to the
+    input size. The input and all branches are concatenated along channels.
+
+    Args:
+        in_dim: input channels C (2048 for ResNet, 512 for VGG).
+        reduction_dim: channels per branch; the authors use C / len(bins).
+        bins: pooled grid sizes.
+
+    Shapes: (B, C, H, W) -> (B, C + len(bins) * reduction_dim, H, W), i.e. (B, 2C, H, W).
+    """
+
+    def __init__(self, in_dim: int, reduction_dim: int, bins: Sequence[int] = PPM_BINS) -> None:
+        super().__init__()
+        self.bins = tuple(bins)
+        # Each branch is Sequential(pool, conv, BN, ReLU) so the keys are features.i.{1,2}.*
+        self.features = nn.ModuleList(
+            nn.Sequential(
+                nn.AdaptiveAvgPool2d(b),
+                nn.Conv2d(in_dim, reduction_dim, kernel_size=1, bias=False),
+                nn.BatchNorm2d(reduction_dim),
+                nn.ReLU(inplace=True),
+            )
+            for b in self.bins
+        )
+
+    @property
+    def out_channels(self) -> int:
+        """Channels of the concatenated output."""
+        first = self.features[0][1]
+        return first.in_channels + len(self.bins) * first.out_channels
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(B, C, H, W) -> (B, C + len(bins) * reduction_dim, H, W)."""
+        size = x.shape[-2:]
+        branches = [
+            F.interpolate(branch(x), size=size, mode="bilinear", align_corners=True)
+            for branch in self.features
+        ]
+        return torch.cat([x, *branches], dim=1)
+
+
+def pspnet_classifier(in_dim: int, num_classes: int, hidden: int = 512) -> nn.Sequential:
+    """PSPNet's ``cls``: 3x3 conv (no bias) -> BN -> ReLU -> Dropout2d(0.1) -> 1x1 conv (bias).
+
+    Shapes: (B, in_dim, H, W) -> (B, num_classes, H, W). ``num_classes`` includes background
+    (16 for PASCAL-5i, 61 for COCO-20i). The dropout stays active whenever the module is in
+    training mode, which MSANet's meta-training keeps (spec §1.9).
+    """
+    return nn.Sequential(
+        nn.Conv2d(in_dim, hidden, kernel_size=3, padding=1, bias=False),
+        nn.BatchNorm2d(hidden),
+        nn.ReLU(inplace=True),
+        nn.Dropout2d(p=0.1),
+        nn.Conv2d(hidden, num_classes, kernel_size=1),
+    )
+
+
+class BaseLearner(nn.Sequential):
+    """``learner_base`` = Sequential(PPM, classifier): base-class logits from layer4 features.
+
+    Args:
+        in_dim: layer4 channels C (2048 ResNet, 512 VGG).
+        num_classes: base classes + background (16 PASCAL, 61 COCO).
+        hidden: classifier width (512 for the authors).
+        bins: PPM bins.
+
+    Shapes: (B, C, h, w) -> (B, num_classes, h, w), at feature resolution (the caller
+    upsamples). PASCAL ResNet-50 has 23,082,000 parameters.
+    """
+
+    def __init__(
+        self,
+        in_dim: int,
+        num_classes: int,
+        hidden: int = 512,
+        bins: Sequence[int] = PPM_BINS,
+    ) -> None:
+        ppm = PPM(in_dim, in_dim // len(bins), bins)
+        super().__init__(ppm, pspnet_classifier(ppm.out_channels, num_classes, hidden))
+
+    @property
+    def ppm(self) -> PPM:
+        """The pyramid pooling module (``learner_base.0``)."""
+        return self[0]
+
+    @property
+    def cls(self) -> nn.Sequential:
+        """The classifier (``learner_base.1``)."""
+        return self[1]
+
+
+def build_learner_base(
+    in_dim: int, num_classes: int, hidden: int = 512, bins: Sequence[int] = PPM_BINS
+) -> BaseLearner:
+    """MSANet's ``learner_base`` for a backbone whose layer4 has ``in_dim`` channels.
+
+    Shapes: (B, in_dim, h, w) -> (B, num_classes, h, w). See :class:`BaseLearner`.
+    """
+    return BaseLearner(in_dim, num_classes, hidden=hidden, bins=bins)

@@ -1,0 +1,345 @@
+"""Training configuration: YAML files validated into dataclasses.
+
+A config file (``msanet_lib/configs/<name>.yaml``) has one section per concern:
+
+- top level: ``benchmark``, ``fold``, ``shots``, ``seed``, ``data_root``, ``out``;
+- ``model``: the :class:`~msanet_lib.model.msanet.MSANetConfig` fields (``shots`` is copied from the
+  top level, so it is given once);
+- ``base``: stage 1, the PSPNet base learner (:class:`BaseStageConfig`);
+- ``meta``: stage 2, MSANet meta-training (:class:`MetaStageConfig`);
+- ``runtime``: device, mixed precision, workers, logging (:class:`RuntimeConfig`).
+
+Two keys are handled by the loader and are not fields: ``extends: <name or path>`` deep-merges the
+file onto another one (so ``pascal_resnet101.yaml`` only states what differs from
+``pascal_resnet50.yaml``), and ``fast: {...}`` is a nested override applied when ``MSANET_FAST=1``.
+
+Every key is checked on load: an unknown key or a value of the wrong type raises
+:class:`ConfigError` naming the key (``meta.base_lr``) and the expected type.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from msanet_lib.model.msanet import MSANetConfig
+from msanet_lib.utils import fast_mode
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+DEFAULT_CONFIG = "toy"
+
+
+class ConfigError(ValueError):
+    """A config file or override has an unknown key, a wrong type or an impossible value."""
+
+
+@dataclass
+class BaseStageConfig:
+    """Stage 1: train the PSPNet base learner on the fold's base classes (BAM's ``train_base.py``).
+
+    All layers learn; novel-class pixels are background. SGD with poly decay; parameter groups are
+    ``[encoder (layer0..4), ppm, cls]`` and groups with index > ``index_split`` get
+    ``scale_lr`` x the learning rate (``index_split: 0`` = encoder x1, ppm/cls x10).
+    """
+
+    epochs: int = 100
+    batch_size: int = 12                  # global batch (all processes together)
+    image_size: int = 417                 # square training crop and validation size
+    scale_min: float = 0.5                # RandScale range of the augmentation
+    scale_max: float = 2.0
+    rotate_min: float = -10.0
+    rotate_max: float = 10.0
+    base_lr: float = 2.5e-4
+    index_split: int = 0
+    scale_lr: float = 10.0
+    power: float = 0.9
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    stop_interval: int = 75               # stop after this many epochs without a new best
+    val_batch_size: int = 6
+    max_train_images: int | None = None   # None = the whole training list
+    max_val_images: int | None = None
+    init: str = "imagenet"                # "imagenet" | "scratch" | path to backbone weights
+
+
+@dataclass
+class MetaStageConfig:
+    """Stage 2: meta-train MSANet with the stage-1 backbone and base learner frozen (spec §3)."""
+
+    epochs: int = 200
+    batch_size: int = 8                   # global batch of episodes
+    image_size: int = 473
+    scale_min: float = 0.9
+    scale_max: float = 1.1
+    rotate_min: float = -10.0
+    rotate_max: float = 10.0
+    base_lr: float = 0.005
+    index_split: int = -1                 # -1: every group gets scale_lr (0.05 effective start)
+    scale_lr: float = 10.0
+    power: float = 0.9
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    stop_interval: int = 75
+    aux_weight1: float = 1.0              # weight of the meta-learner loss (aux_loss1)
+    aux_weight2: float = 1.0              # weight of the base-learner loss (aux_loss2)
+    val_episodes: int = 1000
+    val_seed: int = 321
+    val_half_epoch: bool = False          # also validate mid-epoch (BAM's SubEpoch_val)
+    max_train_images: int | None = None
+    base_learner: str = "stage1"          # "stage1" | "none" (random, frozen) | path to a file
+    find_unused_parameters: bool = False  # DDP: only needed if a trainable module is unused
+
+
+@dataclass
+class RuntimeConfig:
+    """How and where to run; never changes the recipe (except through AMP precision)."""
+
+    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    amp: Literal["none", "bf16", "fp16"] = "none"
+    channels_last: bool = False
+    compile: bool = False
+    workers: int = 2
+    log_every: int = 10                   # iterations between progress-bar/TensorBoard updates
+    checkpoint_every: int = 0             # also save last.pth every N iterations (0 = per epoch)
+    progress: bool = True                 # tqdm progress bars
+
+
+@dataclass
+class TrainConfig:
+    """The complete description of a two-stage training run."""
+
+    name: str = "toy"
+    benchmark: Literal["toy", "pascal", "coco"] = "toy"
+    fold: int = 0
+    shots: int = 1
+    seed: int = 321
+    data_root: str | None = None          # None = msanet_lib.utils.data_root()
+    use_split_coco: bool = True           # COCO-20i interleaved folds (all MSANet COCO configs)
+    out: str | None = None                # None = runs/<name>/fold<f>_<k>shot
+    model: MSANetConfig = field(default_factory=MSANetConfig)
+    base: BaseStageConfig = field(default_factory=BaseStageConfig)
+    meta: MetaStageConfig = field(default_factory=MetaStageConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+
+    def model_config(self) -> MSANetConfig:
+        """The MSANetConfig to build, with ``shots`` taken from the top level."""
+        return dataclasses.replace(self.model, shots=self.shots)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested dict (YAML/JSON/checkpoint safe); ``model.shots`` equals ``shots``."""
+        data = dataclasses.asdict(self)
+        data["model"]["shots"] = self.shots
+        return data
+
+    def validate(self) -> None:
+        """Check values that types alone cannot (ranges, divisibility); raise ConfigError."""
+        folds = 4
+        if not 0 <= self.fold < folds:
+            raise ConfigError(f"fold={self.fold}: folds are 0..{folds - 1}.")
+        if self.shots < 1:
+            raise ConfigError(f"shots={self.shots}: need at least one support image.")
+        for stage in ("base", "meta"):
+            sec = getattr(self, stage)
+            for key in ("epochs", "batch_size", "image_size"):
+                if getattr(sec, key) < 1:
+                    raise ConfigError(f"{stage}.{key}={getattr(sec, key)} must be >= 1.")
+            if sec.base_lr <= 0:
+                raise ConfigError(f"{stage}.base_lr={sec.base_lr} must be > 0.")
+            if sec.scale_min > sec.scale_max:
+                raise ConfigError(f"{stage}.scale_min must be <= {stage}.scale_max.")
+        if self.meta.val_episodes < 1:
+            raise ConfigError("meta.val_episodes must be >= 1.")
+        if self.runtime.workers < 0:
+            raise ConfigError("runtime.workers must be >= 0.")
+
+
+# --------------------------------------------------------------------------------------------
+# Validation of plain dicts into dataclasses
+# --------------------------------------------------------------------------------------------
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return " | ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (typing.Union, types.UnionType):
+        return " | ".join(_type_name(a) for a in typing.get_args(tp))
+    if tp is type(None):
+        return "null"
+    if dataclasses.is_dataclass(tp):
+        return f"mapping ({tp.__name__})"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _convert(value: Any, tp: Any, key: str) -> Any:
+    """Return ``value`` checked (and, for int -> float, converted) against the type ``tp``."""
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"config key '{key}' expects a mapping ({tp.__name__}), "
+                              f"got {type(value).__name__} {value!r}.")
+        return from_dict(tp, value, prefix=key)
+    if origin is Literal:
+        choices = typing.get_args(tp)
+        if value not in choices:
+            raise ConfigError(f"config key '{key}' expects one of {_type_name(tp)}, got {value!r}.")
+        return value
+    if origin in (typing.Union, types.UnionType):
+        for option in typing.get_args(tp):
+            try:
+                return _convert(value, option, key)
+            except ConfigError:
+                continue
+        raise ConfigError(f"config key '{key}' expects {_type_name(tp)}, "
+                          f"got {type(value).__name__} {value!r}.")
+    if tp is type(None):
+        if value is None:
+            return None
+    elif tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+    elif isinstance(tp, type) and isinstance(value, tp):
+        return value
+    raise ConfigError(f"config key '{key}' expects {_type_name(tp)}, "
+                      f"got {type(value).__name__} {value!r}.")
+
+
+def from_dict(cls: type, data: Mapping[str, Any], prefix: str = "") -> Any:
+    """Build the dataclass ``cls`` from ``data``, rejecting unknown keys and wrong types."""
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls) if f.init]
+    kwargs = {}
+    for key, value in data.items():
+        full = f"{prefix}.{key}" if prefix else str(key)
+        if key not in names:
+            raise ConfigError(f"unknown config key '{full}'. Valid keys here: {', '.join(names)}.")
+        kwargs[key] = _convert(value, hints[key], full)
+    return cls(**kwargs)
+
+
+# --------------------------------------------------------------------------------------------
+# YAML loading with `extends:` and `fast:`
+# --------------------------------------------------------------------------------------------
+
+
+def deep_merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = deep_merge(dict(out[key]), value)
+        else:
+            out[key] = value
+    return out
+
+
+def resolve_config_path(name_or_path: str | Path) -> Path:
+    """A config name (``pascal_resnet50``) in ``msanet_lib/configs/`` or a path to a YAML file."""
+    text = str(name_or_path)
+    candidates = [Path(text).expanduser()]
+    if not text.endswith((".yaml", ".yml")):
+        candidates.append(CONFIG_DIR / f"{text}.yaml")
+    else:
+        candidates.append(CONFIG_DIR / text)
+    for path in candidates:
+        if path.is_file():
+            return path.resolve()
+    available = ", ".join(sorted(p.stem for p in CONFIG_DIR.glob("*.yaml")))
+    raise FileNotFoundError(f"Config {text!r} not found (looked for {', '.join(map(str, candidates))}). "
+                            f"Give a path to a YAML file or one of: {available}.")
+
+
+def load_raw(name_or_path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """Read a YAML config, following ``extends:`` chains; returns the merged plain dict."""
+    path = resolve_config_path(name_or_path)
+    if path in _seen:
+        chain = " -> ".join(str(p.name) for p in (*_seen, path))
+        raise ConfigError(f"config 'extends:' loop: {chain}.")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must contain a mapping of config keys, got {type(data).__name__}.")
+    parent = data.pop("extends", None)
+    if parent is not None:
+        if not isinstance(parent, str):
+            raise ConfigError(f"{path}: 'extends' expects a config name or path (str).")
+        sibling = [path.parent / parent, path.parent / f"{parent}.yaml"]
+        target = next((p for p in sibling if p.is_file()), parent)
+        base = load_raw(target, (*_seen, path))
+        data = deep_merge(base, data)
+    return data
+
+
+def parse_override(text: str) -> dict[str, Any]:
+    """``"meta.epochs=3"`` -> ``{"meta": {"epochs": 3}}``; the value is parsed as YAML."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} must look like section.key=value, e.g. meta.epochs=3.")
+    dotted, raw = text.split("=", 1)
+    value = yaml.safe_load(raw) if raw.strip() else None
+    out: dict[str, Any] = {}
+    node = out
+    parts = dotted.strip().split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+    node[parts[-1]] = value
+    return out
+
+
+def load_config(
+    name_or_path: str | Path = DEFAULT_CONFIG,
+    overrides: Mapping[str, Any] | None = None,
+    fast: bool | None = None,
+) -> TrainConfig:
+    """Load, merge and validate a training config.
+
+    Args:
+        name_or_path: config name in ``msanet_lib/configs`` or a YAML path.
+        overrides: nested dict merged last (the command line: ``--fold``, ``--set``...).
+        fast: apply the file's ``fast:`` section; default: ``MSANET_FAST`` is set.
+    Raises:
+        ConfigError: unknown key, wrong type or impossible value (the message names the key).
+        FileNotFoundError: the config does not exist.
+    """
+    data = load_raw(name_or_path)
+    fast_section = data.pop("fast", None) or {}
+    if not isinstance(fast_section, Mapping):
+        raise ConfigError("'fast' expects a mapping of overrides applied when MSANET_FAST=1.")
+    if fast if fast is not None else fast_mode():
+        data = deep_merge(data, fast_section)
+    if overrides:
+        data = deep_merge(data, overrides)
+    model = data.get("model")
+    if isinstance(model, Mapping) and "shots" in model:
+        raise ConfigError("config key 'model.shots' is set from the top-level 'shots'; "
+                          "remove it from the model section.")
+    cfg = from_dict(TrainConfig, data)
+    cfg.validate()
+    return cfg
+
+
+def config_from_dict(data: Mapping[str, Any]) -> TrainConfig:
+    """Rebuild a TrainConfig saved with :meth:`TrainConfig.to_dict` (e.g. from a checkpoint)."""
+    data = deep_merge({}, data)
+    model = dict(data.get("model", {}))
+    model.pop("shots", None)
+    data["model"] = model
+    cfg = from_dict(TrainConfig, data)
+    cfg.validate()
+    return cfg

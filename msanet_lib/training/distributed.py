@@ -1,0 +1,220 @@
+"""One training command for a laptop CPU, one GPU, or many GPUs on many machines.
+
+``torchrun --nproc_per_node=N -m msanet_lib.training ...`` sets ``RANK``, ``WORLD_SIZE``,
+``LOCAL_RANK``, ``MASTER_ADDR`` and ``MASTER_PORT``; :func:`init_distributed` reads them
+(``env://``) and picks NCCL on CUDA, gloo otherwise. Without them the run is a single process.
+
+Data order is a pure function of ``(seed, epoch)``: :class:`EpochBatchSampler` draws one
+permutation of the dataset per epoch, cuts it into *global* batches and gives rank ``r`` the
+``r``-th contiguous slice of each one. Every sample's augmentation is seeded from
+``(seed, epoch, index)`` by :class:`SeededDataset`, so which process or worker loads it does not
+matter. Together they make a run on 1 process and on N processes see the same global batches,
+and make a resumed run see exactly the batches an uninterrupted one would have.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.utils.data import Dataset, Sampler, Subset
+
+from msanet_lib.course import pick_device
+
+
+@dataclass(frozen=True)
+class DistContext:
+    """Who this process is in the job, and which device it uses."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        """Only the main process (rank 0) logs, validates and writes checkpoints."""
+        return self.rank == 0
+
+
+def select_device(preference: str = "auto", local_rank: int = 0) -> torch.device:
+    """CUDA (this process's GPU), then MPS, then CPU; or the one ``preference`` names.
+
+    Raises:
+        ValueError: ``preference`` names a device this machine does not have.
+    """
+    if preference not in ("auto", "cpu", "cuda", "mps"):
+        raise ValueError(f"--device {preference!r}: choose auto, cpu, cuda or mps.")
+    if preference == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda: this PyTorch build sees no CUDA GPU; use --device auto.")
+    if preference == "mps" and not (
+        getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+    ):
+        raise ValueError("--device mps: Apple MPS is not available here; use --device auto.")
+    device = pick_device(preference)
+    if device.type == "cuda":
+        device = torch.device("cuda", local_rank % max(torch.cuda.device_count(), 1))
+        torch.cuda.set_device(device)
+    return device
+
+
+def init_distributed(device_preference: str = "auto") -> DistContext:
+    """Join the torchrun job described by the environment, or run as a single process."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    device = select_device(device_preference, local_rank)
+    if world_size > 1 and not dist.is_initialized():
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        dist.init_process_group(backend=backend, init_method="env://",
+                                rank=rank, world_size=world_size)
+    return DistContext(rank=rank, world_size=world_size, local_rank=local_rank, device=device)
+
+
+def cleanup_distributed() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def barrier(ctx: DistContext) -> None:
+    if ctx.distributed:
+        dist.barrier()
+
+
+def broadcast_object(obj: Any, ctx: DistContext) -> Any:
+    """Rank 0's ``obj`` on every rank (e.g. the validation result that decides early stopping)."""
+    if not ctx.distributed:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def all_reduce_mean(value: float, ctx: DistContext) -> float:
+    """Average of a Python number over all ranks (for logging the global loss)."""
+    if not ctx.distributed:
+        return value
+    backend_device = ctx.device if dist.get_backend() == "nccl" else torch.device("cpu")
+    tensor = torch.tensor([float(value)], dtype=torch.float64, device=backend_device)
+    dist.all_reduce(tensor)
+    return float(tensor.item()) / ctx.world_size
+
+
+def unwrap_model(model: nn.Module) -> nn.Module:
+    """The plain module inside DistributedDataParallel and/or torch.compile wrappers."""
+    while True:
+        if isinstance(model, nn.parallel.DistributedDataParallel):
+            model = model.module
+        elif hasattr(model, "_orig_mod"):
+            model = model._orig_mod  # torch.compile's OptimizedModule
+        else:
+            return model
+
+
+def sample_seed(seed: int, epoch: int, index: int) -> int:
+    """A well-mixed 32-bit seed for one sample of one epoch (independent of process/worker)."""
+    return int(np.random.SeedSequence([seed, epoch, index]).generate_state(1)[0])
+
+
+class SeededDataset(Dataset):
+    """Wrap a map-style dataset so item ``(epoch, index)`` is drawn with a fixed seed.
+
+    Datasets with ``set_epoch`` (:mod:`msanet_lib.data` draws every item from its own
+    generator ``(seed, epoch, index)``) are told the epoch in the process that builds the item,
+    so persistent DataLoader workers follow the epoch too. For any other dataset, the global
+    ``random``, ``numpy.random`` and ``torch`` generators are seeded with :func:`sample_seed`
+    for the call. Either way the global streams are restored afterwards, so data loading
+    neither depends on nor disturbs the training process's own random stream (dropout).
+    """
+
+    def __init__(self, dataset: Dataset, seed: int) -> None:
+        self.dataset = dataset
+        self.seed = seed
+        inner = dataset
+        while isinstance(inner, Subset):
+            inner = inner.dataset
+        self._epoch_target = inner if hasattr(inner, "set_epoch") else None
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, key: tuple[int, int]) -> Any:
+        epoch, index = key
+        if self._epoch_target is not None:
+            self._epoch_target.set_epoch(epoch)
+        s = sample_seed(self.seed, epoch, index)
+        py_state = random.getstate()
+        np_state = np.random.get_state()  # noqa: NPY002 (global stream on purpose)
+        try:
+            with torch.random.fork_rng(devices=[]):
+                random.seed(s)
+                np.random.seed(s)  # noqa: NPY002
+                torch.manual_seed(s)
+                return self.dataset[index]
+        finally:
+            random.setstate(py_state)
+            np.random.set_state(np_state)  # noqa: NPY002
+
+
+class EpochBatchSampler(Sampler[list[tuple[int, int]]]):
+    """Per-rank batches of ``(epoch, index)`` keys; the order depends only on ``(seed, epoch)``.
+
+    Each epoch: one permutation of ``range(num_samples)`` from ``torch.Generator`` seeded with
+    ``seed + epoch``, truncated to whole global batches (``drop_last``, as the authors), cut into
+    global batches of ``global_batch_size``; this rank receives the ``rank``-th contiguous slice
+    of ``global_batch_size // world_size`` keys of each. :meth:`set_epoch` selects the epoch and
+    the first batch to yield (to resume mid-epoch without touching the skipped samples).
+    """
+
+    def __init__(self, num_samples: int, global_batch_size: int, seed: int,
+                 rank: int = 0, world_size: int = 1, shuffle: bool = True) -> None:
+        if global_batch_size % world_size:
+            raise ValueError(f"batch_size={global_batch_size} must be divisible by the number of "
+                             f"processes ({world_size}); change the config's batch_size.")
+        if num_samples < global_batch_size:
+            raise ValueError(f"The training set has {num_samples} items, fewer than one batch of "
+                             f"{global_batch_size}; lower batch_size or add data.")
+        self.num_samples = num_samples
+        self.global_batch_size = global_batch_size
+        self.local_batch_size = global_batch_size // world_size
+        self.seed = seed
+        self.rank = rank
+        self.world_size = world_size
+        self.shuffle = shuffle
+        self.epoch = 0
+        self.start_batch = 0
+
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        self.epoch = epoch
+        self.start_batch = start_batch
+
+    def batches_per_epoch(self) -> int:
+        return self.num_samples // self.global_batch_size
+
+    def epoch_order(self, epoch: int) -> Sequence[int]:
+        """The global sample order of ``epoch`` (same on every rank)."""
+        if not self.shuffle:
+            return list(range(self.num_samples))
+        gen = torch.Generator().manual_seed(self.seed + epoch)
+        return torch.randperm(self.num_samples, generator=gen).tolist()
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        order = self.epoch_order(self.epoch)
+        lo = self.rank * self.local_batch_size
+        for b in range(self.start_batch, self.batches_per_epoch()):
+            batch = order[b * self.global_batch_size:(b + 1) * self.global_batch_size]
+            yield [(self.epoch, i) for i in batch[lo:lo + self.local_batch_size]]
+
+    def __len__(self) -> int:
+        return self.batches_per_epoch() - self.start_batch

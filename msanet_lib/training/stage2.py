@@ -1,0 +1,154 @@
+"""Stage 2: meta-train MSANet on base-class episodes (BAM's ``train.py`` with MSANet's configs).
+
+The backbone (``layer0..4``) and the base learner (``learner_base`` = PSPNet ``ppm`` + ``cls``)
+come from stage 1 and stay frozen; every BatchNorm is in eval mode (``fix_bn``), dropout stays
+active. The loss is ``main + aux_weight1 * aux1 + aux_weight2 * aux2`` (spec §2; aux2 carries no
+gradient because the base learner is frozen, as in BAM issue #4). SGD, momentum 0.9,
+weight decay 1e-4, poly decay per iteration with every group at 10x ``base_lr``.
+
+After every epoch the model is validated on the *test* fold's novel classes (``val_episodes``
+episodes, seed ``val_seed``, the evaluation protocol of :mod:`msanet_lib.evaluation`); the best
+mIoU selects ``best.pth``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from msanet_lib.data.datasets import collate_episodes
+from msanet_lib.evaluation.protocol import evaluate
+from msanet_lib.model.msanet import MSANet
+from msanet_lib.training.checkpoint import EXPORT_FORMAT, FORMAT, clean_state_dict
+from msanet_lib.training.config import TrainConfig
+from msanet_lib.training.data import episode_dataset
+from msanet_lib.training.engine import Recipe, StageSpec, StepOutput
+
+# PSPNet (stage 1) names -> MSANet names: the encoder keeps its names, PPM and classifier
+# become the two halves of ``learner_base``.
+_PSP_TO_MSANET = {"ppm.": "learner_base.0.", "cls.": "learner_base.1."}
+
+
+def base_learner_state(pspnet_state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Rename a stage-1 PSPNet state dict for MSANet (``ppm.*`` -> ``learner_base.0.*`` ...).
+
+    BAM's duplicate ``encoder.*`` copy of the backbone is dropped.
+    """
+    out = {}
+    for key, value in clean_state_dict(pspnet_state).items():
+        if key.startswith("encoder."):
+            continue
+        for old, new in _PSP_TO_MSANET.items():
+            if key.startswith(old):
+                key = new + key[len(old):]
+                break
+        out[key] = value
+    return out
+
+
+def load_base_learner(model: MSANet, path: str | Path) -> str:
+    """Load the frozen backbone + base learner into ``model`` from a stage-1 file.
+
+    ``path`` is a stage-1 checkpoint or export of this library, or one of the authors'
+    ``initmodel/PSPNet/.../best.pth`` files. Every backbone and base-learner tensor must be
+    present; the meta learner's tensors are left as initialised.
+
+    Raises:
+        FileNotFoundError: no file at ``path``.
+        ValueError: the file does not fit this model (another backbone or class count).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"Base learner {path} not found. Train it first (`msanet-train --stage base`), or "
+            "set meta.base_learner to the authors' PSPNet best.pth.")
+    raw = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(raw, dict) and raw.get("format") in (FORMAT, EXPORT_FORMAT):
+        if raw.get("stage") != "base":
+            raise ValueError(f"{path} is a '{raw.get('stage')}' checkpoint; the base learner "
+                             "comes from stage 1 ('base').")
+        state = raw["state_dict"]
+    elif isinstance(raw, dict) and "state_dict" in raw:
+        state = raw["state_dict"]  # the authors' PSPNet best.pth
+    else:
+        raise ValueError(f"{path} holds no 'state_dict'; it is not a PSPNet base learner.")
+    renamed = base_learner_state(state)
+    wanted = {k: v for k, v in model.state_dict().items()
+              if k.split(".")[0] in {"layer0", "layer1", "layer2", "layer3", "layer4",
+                                     "learner_base"}}
+    missing = [k for k in wanted if k not in renamed]
+    wrong = [k for k in wanted if k in renamed and renamed[k].shape != wanted[k].shape]
+    if missing or wrong:
+        raise ValueError(
+            f"Base learner {path} does not fit MSANet(backbone={model.config.backbone}, "
+            f"num_base_classes={model.config.num_base_classes}): {len(missing)} tensors "
+            f"missing (e.g. {missing[:2]}), {len(wrong)} with another shape (e.g. {wrong[:2]}).")
+    model.load_state_dict({k: renamed[k] for k in wanted}, strict=False)
+    return f"backbone and base learner from {path}"
+
+
+def trainable_groups(model: MSANet) -> list[dict[str, Any]]:
+    """One SGD group per trainable module, in registration order (BAM's ``get_optim`` order:
+    down_query, down_supp, init_merge, ASPP_meta, res1/res2/cls_meta, gram_merge, cls_merge,
+    kshot_rw, then MSANet's gam and hyper_final)."""
+    groups = []
+    for name, module in model.named_children():
+        params = [p for p in module.parameters() if p.requires_grad]
+        if params:
+            groups.append({"params": params, "name": name})
+    return groups
+
+
+def build_meta_stage(
+    cfg: TrainConfig, device: torch.device, base_learner: str | Path | None, amp: str = "none"
+) -> tuple[StageSpec, Recipe]:
+    """The stage-2 spec and recipe from ``cfg.meta``.
+
+    ``base_learner``: file with the stage-1 weights, or None for a random frozen backbone
+    (only for tests and ablations).
+    """
+    m = cfg.meta
+    model = MSANet(cfg.model_config())
+    note = load_base_learner(model, base_learner) if base_learner else "random frozen backbone"
+    model.freeze_pretrained()
+    model = model.to(device)
+
+    train_set = episode_dataset(cfg, split="train", image_size=m.image_size,
+                                scale=(m.scale_min, m.scale_max),
+                                rotate=(m.rotate_min, m.rotate_max),
+                                max_images=m.max_train_images)
+    val_set = episode_dataset(cfg, split="val", image_size=m.image_size)
+    eval_amp = None if amp == "none" else amp
+
+    def step(net: nn.Module, batch: Any) -> StepOutput:
+        out = net(batch["query_img"], batch["support_imgs"], batch["support_masks"],
+                  y_m=batch["query_mask"], y_b=batch["query_base_label"],
+                  cat_idx=batch["class_index"])
+        loss = out.main_loss + m.aux_weight1 * out.aux_loss1 + m.aux_weight2 * out.aux_loss2
+        return StepOutput(loss, {"main_loss": out.main_loss, "aux_loss1": out.aux_loss1,
+                                 "aux_loss2": out.aux_loss2})
+
+    def train_mode(net: nn.Module) -> None:
+        net.train()  # MSANet.train() keeps BatchNorm in eval mode when config.fix_bn
+
+    def validate(net: nn.Module) -> dict[str, float]:
+        result = evaluate(net, val_set, episodes=m.val_episodes, seeds=[m.val_seed],
+                          device=device, amp=eval_amp, progress=False)
+        return {"score": result.mean_miou, "fbiou": result.mean_fb_iou,
+                "miou_meta": result.mean("miou_meta")}
+
+    spec = StageSpec(
+        name="meta", model=model, param_groups=trainable_groups(model), train_set=train_set,
+        step=step, validate=validate, train_mode=train_mode, collate=collate_episodes,
+        model_config=dict(cfg.model_config().__dict__),
+        find_unused_parameters=m.find_unused_parameters,
+        notes={"init": note, "train_episodes": len(train_set), "val_images": len(val_set)})
+    recipe = Recipe(epochs=m.epochs, batch_size=m.batch_size, base_lr=m.base_lr,
+                    index_split=m.index_split, scale_lr=m.scale_lr, power=m.power,
+                    momentum=m.momentum, weight_decay=m.weight_decay,
+                    stop_interval=m.stop_interval, half_epoch_val=m.val_half_epoch)
+    return spec, recipe

@@ -1,0 +1,135 @@
+"""``msanet-eval`` end to end with a tiny MSANet and fake episodes (no dataset on disk)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from msanet_lib.evaluation import __main__ as cli
+from msanet_lib.model.msanet import MSANet, MSANetConfig
+
+SIZE = 33
+
+
+class TinyEpisodes(torch.utils.data.Dataset):
+    classes = (6, 7)
+    fold, shots, benchmark = 1, 1, "toy"
+
+    def __len__(self) -> int:
+        return 3
+
+    def __getitem__(self, index: int) -> dict:
+        g = torch.Generator().manual_seed(index)
+        mask = torch.zeros(SIZE, SIZE, dtype=torch.long)
+        mask[8:20, 10:25] = 1
+        return {
+            "query_img": torch.randn(3, SIZE, SIZE, generator=g),
+            "support_imgs": torch.randn(1, 3, SIZE, SIZE, generator=g),
+            "support_masks": mask[None].clone(),
+            "query_base_label": torch.zeros(SIZE, SIZE, dtype=torch.long),
+            "class_index": index % 2,
+            "query_raw_label": mask[: 20 + index, :27],
+        }
+
+
+@pytest.fixture
+def checkpoint(tmp_path: Path) -> Path:
+    torch.manual_seed(0)
+    config = MSANetConfig(backbone="resnet_toy")
+    model = MSANet(config)
+    path = tmp_path / "fold1" / "best.pth"
+    path.parent.mkdir()
+    torch.save({"config": vars(config), "state_dict": model.state_dict()}, path)
+    return path
+
+
+@pytest.mark.slow
+def test_eval_cli_prints_tables_and_writes_json(checkpoint, tmp_path, monkeypatch, capsys) -> None:
+    calls = []
+
+    def fake_dataset(benchmark, root, fold, shots):
+        calls.append((benchmark, fold, shots))
+        return TinyEpisodes()
+
+    monkeypatch.setattr(cli, "build_dataset", fake_dataset)
+    out = tmp_path / "res.json"
+    template = str(checkpoint).replace("fold1", "fold{fold}")
+    code = cli.main(["--checkpoint", template, "--folds", "1", "--episodes", "4",
+                     "--seeds", "3", "8", "--device", "cpu", "--batch-size", "2",
+                     "--json", str(out)])
+    assert code == 0
+    assert calls == [("toy", 1, 1)]
+    printed = capsys.readouterr().out
+    assert "| 3 |" in printed and "| 8 |" in printed and "| **Mean** |" in printed
+    assert "| fold |" in printed
+    data = json.loads(out.read_text())
+    seeds = data["folds"]["1"]["seeds"]
+    assert [s["seed"] for s in seeds] == [3, 8]
+    assert all(s["episodes"] == 4 and 0 <= s["miou"] <= 1 for s in seeds)
+    assert data["folds"]["1"]["summary"]["best_miou"] == max(s["miou"] for s in seeds)
+
+
+def test_missing_checkpoint_is_a_clear_error(tmp_path, capsys) -> None:
+    code = cli.main(["--checkpoint", str(tmp_path / "nope.pth"), "--device", "cpu"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "nope.pth does not exist" in err and "msanet-train" in err
+
+
+def test_corrupt_and_foreign_checkpoints(tmp_path, capsys) -> None:
+    bad = tmp_path / "bad.pth"
+    bad.write_bytes(b"not a torch file")
+    assert cli.main(["--checkpoint", str(bad), "--device", "cpu"]) == 2
+    assert "cannot be read" in capsys.readouterr().err
+    base = tmp_path / "base.pth"
+    torch.save({"format": "msanet-export", "stage": "base", "model_config": {},
+                "state_dict": {}}, base)
+    assert cli.main(["--checkpoint", str(base), "--device", "cpu"]) == 2
+    assert "stage-1 base learner" in capsys.readouterr().err
+
+
+def test_several_folds_need_a_fold_placeholder(checkpoint, capsys) -> None:
+    code = cli.main(["--checkpoint", str(checkpoint), "--folds", "0", "1", "--device", "cpu"])
+    assert code == 2
+    assert "{fold}" in capsys.readouterr().err
+
+
+def test_shots_must_match_the_checkpoint(checkpoint, capsys) -> None:
+    code = cli.main(["--checkpoint", str(checkpoint), "--shots", "5", "--device", "cpu"])
+    assert code == 2
+    assert "--shots 5" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_eval_cli_reads_an_authors_checkpoint(tmp_path, monkeypatch, capsys) -> None:
+    torch.manual_seed(0)
+    model = MSANet(MSANetConfig(backbone="resnet_toy"))
+    # The authors' layout: {'state_dict': ..., 'epoch': ...} with DDP's 'module.' prefix.
+    path = tmp_path / "train_epoch_3_0.5.pth"
+    torch.save({"state_dict": {f"module.{k}": v for k, v in model.state_dict().items()},
+                "epoch": 3}, path)
+    monkeypatch.setattr(cli, "build_dataset", lambda *a: TinyEpisodes())
+    code = cli.main(["--checkpoint", str(path), "--authors", "--backbone", "resnet_toy",
+                     "--shots", "1", "--episodes", "2", "--seeds", "1", "--device", "cpu"])
+    assert code == 0, capsys.readouterr().err
+    assert "| 1 |" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_eval_cli_reads_a_training_export(tmp_path, monkeypatch, capsys) -> None:
+    from msanet_lib.training.checkpoint import export_model
+
+    config = MSANetConfig(backbone="resnet_toy")
+    path = export_model(tmp_path / "model.pth", stage="meta", model_config=vars(config),
+                        state_dict=MSANet(config).state_dict(),
+                        config={"benchmark": "toy", "fold": 2, "data_root": None})
+    calls = []
+    monkeypatch.setattr(cli, "build_dataset",
+                        lambda *a: calls.append(a) or TinyEpisodes())
+    code = cli.main(["--checkpoint", str(path), "--episodes", "2", "--seeds", "1",
+                     "--device", "cpu"])
+    assert code == 0, capsys.readouterr().err
+    assert calls == [("toy", None, 2, 1)]  # benchmark and fold come from the checkpoint

@@ -1,0 +1,36 @@
+"""The notebooks' check helpers must catch wrong answers, or every notebook check is hollow."""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from msanet_lib import course
+
+
+def test_assert_close_accepts_equal_and_rejects_different() -> None:
+    course.assert_close(torch.ones(3), torch.ones(3), "ones")
+    with pytest.raises(AssertionError, match="max abs difference"):
+        course.assert_close(torch.ones(3), torch.tensor([1.0, 1.0, 1.1]), "ones")
+    with pytest.raises(AssertionError, match="shape"):
+        course.assert_close(torch.ones(3), torch.ones(4), "ones")
+
+
+def _check_double(fn) -> None:
+    assert fn(torch.tensor(2.0)).item() == 4.0, "doubling 2 should give 4"
+
+
+def test_exercise_uses_learner_code_then_solution(tmp_path: Path, monkeypatch) -> None:
+    (tmp_path / "nb.py").write_text("def double(x):\n    return 2 * x\n")
+    monkeypatch.setattr(course, "SOLUTIONS_DIR", tmp_path)
+    assert course.exercise(lambda x: 2 * x, "nb", "double", _check_double) is True
+    assert course.exercise(lambda x: None, "nb", "double", _check_double) is False
+    with pytest.raises(AssertionError, match="doubling"):
+        course.exercise(lambda x: 3 * x, "nb", "double", _check_double)
+
+
+def test_exercise_reports_a_wrong_solution_file(tmp_path: Path, monkeypatch) -> None:
+    (tmp_path / "nb.py").write_text("def double(x):\n    return x\n")
+    monkeypatch.setattr(course, "SOLUTIONS_DIR", tmp_path)
+    with pytest.raises(AssertionError):
+        course.exercise(lambda x: None, "nb", "double", _check_double)

@@ -1,0 +1,60 @@
+"""Worker of the DDP test (a plain module so spawned processes can import it)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from msanet_lib.training.config import config_from_dict
+from msanet_lib.training.distributed import cleanup_distributed, init_distributed
+from msanet_lib.training.engine import Trainer, seed_all
+from msanet_lib.training.stage2 import build_meta_stage
+
+
+class NoIgnore(Dataset):
+    """Episodes with ignore pixels (255) relabelled background.
+
+    With a mean loss over *valid* pixels, N processes average N per-process means while one
+    process takes the mean over all pixels; the two agree only when every sample has the same
+    number of valid pixels. Relabelling makes that true, so the weights can be compared.
+    """
+
+    def __init__(self, data: Any) -> None:
+        self.data = data
+
+    def set_epoch(self, epoch: int) -> None:
+        self.data.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, index: int) -> dict:
+        item = dict(self.data[index])
+        for key in ("query_mask", "support_masks", "query_base_label"):
+            item[key] = item[key].masked_fill(item[key] == 255, 0)
+        return item
+
+
+def train(rank: int, world_size: int, port: int, cfg_dict: dict, out: str) -> None:
+    """Meta-train the tiny config on ``world_size`` gloo processes; rank 0 writes last.pth."""
+    if world_size > 1:
+        os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
+                          WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank))
+        torch.set_num_threads(1)
+    ctx = init_distributed("cpu")
+    try:
+        cfg = config_from_dict(cfg_dict)
+        seed_all(cfg.seed)
+        spec, recipe = build_meta_stage(cfg, ctx.device, base_learner=None)
+        for module in spec.model.modules():  # dropout masks differ per process by design
+            if isinstance(module, nn.modules.dropout._DropoutNd):
+                module.p = 0.0
+        spec.train_set = NoIgnore(spec.train_set)
+        Trainer(spec, recipe, ctx, Path(out), cfg.to_dict(), cfg.seed, progress=False).fit()
+    finally:
+        cleanup_distributed()
