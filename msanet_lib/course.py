@@ -62,7 +62,7 @@ def pick_device(preference: str = "auto") -> torch.device:
 def seed_everything(seed: int) -> None:
     """Seed Python, NumPy and torch (all devices) so a notebook draws the same pictures twice."""
     random.seed(seed)
-    np.random.seed(seed)
+    np.random.seed(seed)  # noqa: NPY002 - learners call np.random.* directly
     torch.manual_seed(seed)
 
 

@@ -30,10 +30,16 @@ def _cmd_generate(args: argparse.Namespace) -> int:
 
 def _cmd_download(args: argparse.Namespace) -> int:
     # Imported here: downloading is optional and its module is only needed now.
-    from msanet_lib.data.download import download
+    from msanet_lib.data.download import ChecksumError, DownloadError, download
     from msanet_lib.utils import data_root
 
-    path = download(args.dataset, Path(args.root) if args.root else data_root(), args.base_url)
+    root = Path(args.root) if args.root else data_root()
+    try:
+        path = download(args.dataset, root, args.base_url, segmentation_aug=args.segmentation_aug)
+    except (DownloadError, ChecksumError) as err:
+        # The messages already say what was kept and how to resume; a traceback adds nothing.
+        print(f"msanet-data download: {err}", file=sys.stderr)
+        return 1
     print(f"{args.dataset} ready in {path}. Next: msanet-data build-lists --benchmark "
           f"{args.dataset} --root {path}")
     return 0
@@ -101,6 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("dataset", choices=["pascal", "coco"])
     d.add_argument("--root", default=None, help="data root (default $MSANET_DATA or data/)")
     d.add_argument("--base-url", default=None, help="fetch every file from this mirror")
+    d.add_argument("--segmentation-aug", default=None, metavar="PATH_OR_URL",
+                   help="SegmentationClassAug zip (PASCAL; no official host, see README)")
     d.set_defaults(func=_cmd_download)
 
     b = sub.add_parser("build-lists", help="build (and cache) the fold episode lists")

@@ -64,8 +64,9 @@ class BaseStageConfig:
     weight_decay: float = 1e-4
     stop_interval: int = 75               # stop after this many epochs without a new best
     val_batch_size: int = 6
-    max_train_images: int | None = None   # None = the whole training list
-    max_val_images: int | None = None
+    samples_per_epoch: int | None = None  # None = the whole training list; else a fresh
+                                          # random subset of this size every epoch
+    max_val_images: int | None = None     # None = every val image; else the first N
     init: str = "imagenet"                # "imagenet" | "scratch" | path to backbone weights
 
 
@@ -92,7 +93,7 @@ class MetaStageConfig:
     val_episodes: int = 1000
     val_seed: int = 321
     val_half_epoch: bool = False          # also validate mid-epoch (BAM's SubEpoch_val)
-    max_train_images: int | None = None
+    samples_per_epoch: int | None = None  # episodes per epoch (None = one per query image)
     base_learner: str = "stage1"          # "stage1" | "none" (random, frozen) | path to a file
     find_unused_parameters: bool = False  # DDP: only needed if a trainable module is unused
 

@@ -45,7 +45,7 @@ def base_class_dataset(cfg: TrainConfig, split: str, image_size: int,
                        rotate: tuple[float, float] | None = None,
                        max_images: int | None = None) -> Dataset:
     """Stage-1 images with base labels (items ``image``, ``label`` ...); optionally the first
-    ``max_images`` only (quick runs)."""
+    ``max_images`` only (quick validation)."""
     data = BaseClassDataset(cfg.data_root, benchmark=cfg.benchmark, fold=cfg.fold, split=split,
                             transform=_transform(split, image_size, scale, rotate),
                             seed=cfg.seed, coco_split=_coco_split(cfg))
@@ -56,14 +56,11 @@ def base_class_dataset(cfg: TrainConfig, split: str, image_size: int,
 
 def episode_dataset(cfg: TrainConfig, split: str, image_size: int,
                     scale: tuple[float, float] | None = None,
-                    rotate: tuple[float, float] | None = None,
-                    max_images: int | None = None) -> FewShotDataset:
+                    rotate: tuple[float, float] | None = None) -> FewShotDataset:
     """Stage-2 episodes: ``train`` = base classes (augmented), ``val`` = the fold's novel
-    classes. ``max_images`` caps the episodes per epoch (quick runs)."""
+    classes (one episode per query image; the evaluation sets its own count)."""
     data = FewShotDataset(cfg.data_root, benchmark=cfg.benchmark, fold=cfg.fold, split=split,
                           shots=cfg.shots, transform=_transform(split, image_size, scale, rotate),
                           seed=cfg.seed, coco_split=_coco_split(cfg))
     data.check_shots()
-    if max_images is not None and max_images < len(data):
-        data.episodes = max_images
     return data

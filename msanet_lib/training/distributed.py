@@ -171,21 +171,31 @@ class EpochBatchSampler(Sampler[list[tuple[int, int]]]):
     """Per-rank batches of ``(epoch, index)`` keys; the order depends only on ``(seed, epoch)``.
 
     Each epoch: one permutation of ``range(num_samples)`` from ``torch.Generator`` seeded with
-    ``seed + epoch``, truncated to whole global batches (``drop_last``, as the authors), cut into
-    global batches of ``global_batch_size``; this rank receives the ``rank``-th contiguous slice
-    of ``global_batch_size // world_size`` keys of each. :meth:`set_epoch` selects the epoch and
-    the first batch to yield (to resume mid-epoch without touching the skipped samples).
+    ``seed + epoch``, optionally cut to its first ``samples_per_epoch`` (a fresh random subset
+    every epoch, for short runs), truncated to whole global batches (``drop_last``, as the
+    authors), cut into global batches of ``global_batch_size``; this rank receives the
+    ``rank``-th contiguous slice of ``global_batch_size // world_size`` keys of each.
+    :meth:`set_epoch` selects the epoch and the first batch to yield (to resume mid-epoch
+    without touching the skipped samples).
     """
 
     def __init__(self, num_samples: int, global_batch_size: int, seed: int,
-                 rank: int = 0, world_size: int = 1, shuffle: bool = True) -> None:
+                 rank: int = 0, world_size: int = 1, shuffle: bool = True,
+                 samples_per_epoch: int | None = None) -> None:
         if global_batch_size % world_size:
             raise ValueError(f"batch_size={global_batch_size} must be divisible by the number of "
                              f"processes ({world_size}); change the config's batch_size.")
-        if num_samples < global_batch_size:
-            raise ValueError(f"The training set has {num_samples} items, fewer than one batch of "
+        if samples_per_epoch is not None and samples_per_epoch < num_samples:
+            if samples_per_epoch < 1:
+                raise ValueError(f"samples_per_epoch={samples_per_epoch} must be >= 1.")
+            used = samples_per_epoch
+        else:
+            used = num_samples
+        if used < global_batch_size:
+            raise ValueError(f"An epoch has {used} items, fewer than one batch of "
                              f"{global_batch_size}; lower batch_size or add data.")
         self.num_samples = num_samples
+        self.epoch_samples = used
         self.global_batch_size = global_batch_size
         self.local_batch_size = global_batch_size // world_size
         self.seed = seed
@@ -200,14 +210,14 @@ class EpochBatchSampler(Sampler[list[tuple[int, int]]]):
         self.start_batch = start_batch
 
     def batches_per_epoch(self) -> int:
-        return self.num_samples // self.global_batch_size
+        return self.epoch_samples // self.global_batch_size
 
     def epoch_order(self, epoch: int) -> Sequence[int]:
         """The global sample order of ``epoch`` (same on every rank)."""
         if not self.shuffle:
-            return list(range(self.num_samples))
+            return list(range(self.epoch_samples))
         gen = torch.Generator().manual_seed(self.seed + epoch)
-        return torch.randperm(self.num_samples, generator=gen).tolist()
+        return torch.randperm(self.num_samples, generator=gen)[: self.epoch_samples].tolist()
 
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
         order = self.epoch_order(self.epoch)

@@ -169,6 +169,7 @@ class Recipe:
     weight_decay: float
     stop_interval: int
     half_epoch_val: bool = False
+    samples_per_epoch: int | None = None
 
 
 @dataclass
@@ -279,7 +280,8 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(ctx.device.type, enabled=(amp == "fp16"))
 
         self.sampler = EpochBatchSampler(len(spec.train_set), recipe.batch_size, seed,
-                                         rank=ctx.rank, world_size=ctx.world_size)
+                                         rank=ctx.rank, world_size=ctx.world_size,
+                                         samples_per_epoch=recipe.samples_per_epoch)
         self.loader = DataLoader(
             SeededDataset(spec.train_set, seed),
             batch_sampler=self.sampler,

@@ -65,8 +65,7 @@ def build_base_stage(cfg: TrainConfig, device: torch.device, amp: str = "none") 
 
     train_set = base_class_dataset(cfg, split="train", image_size=b.image_size,
                                    scale=(b.scale_min, b.scale_max),
-                                   rotate=(b.rotate_min, b.rotate_max),
-                                   max_images=b.max_train_images)
+                                   rotate=(b.rotate_min, b.rotate_max))
     val_set = base_class_dataset(cfg, split="val", image_size=b.image_size,
                                  max_images=b.max_val_images)
     num_classes = model.num_classes
@@ -105,6 +104,6 @@ def build_base_stage(cfg: TrainConfig, device: torch.device, amp: str = "none") 
     recipe = Recipe(epochs=b.epochs, batch_size=b.batch_size, base_lr=b.base_lr,
                     index_split=b.index_split, scale_lr=b.scale_lr, power=b.power,
                     momentum=b.momentum, weight_decay=b.weight_decay,
-                    stop_interval=b.stop_interval)
+                    stop_interval=b.stop_interval, samples_per_epoch=b.samples_per_epoch)
     return spec, recipe
 

@@ -119,8 +119,7 @@ def build_meta_stage(
 
     train_set = episode_dataset(cfg, split="train", image_size=m.image_size,
                                 scale=(m.scale_min, m.scale_max),
-                                rotate=(m.rotate_min, m.rotate_max),
-                                max_images=m.max_train_images)
+                                rotate=(m.rotate_min, m.rotate_max))
     val_set = episode_dataset(cfg, split="val", image_size=m.image_size)
     eval_amp = None if amp == "none" else amp
 
@@ -150,5 +149,6 @@ def build_meta_stage(
     recipe = Recipe(epochs=m.epochs, batch_size=m.batch_size, base_lr=m.base_lr,
                     index_split=m.index_split, scale_lr=m.scale_lr, power=m.power,
                     momentum=m.momentum, weight_decay=m.weight_decay,
-                    stop_interval=m.stop_interval, half_epoch_val=m.val_half_epoch)
+                    stop_interval=m.stop_interval, half_epoch_val=m.val_half_epoch,
+                    samples_per_epoch=m.samples_per_epoch)
     return spec, recipe

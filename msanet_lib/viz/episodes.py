@@ -67,7 +67,7 @@ def draw_episodes(episodes: Sequence[dict], class_names: dict[int, str] | None =
             ax.imshow(img)
             ax.set_title(title, fontsize=8)
             ax.axis("off")
-    fig.suptitle("Episodes: each support shows its mask, the query its target (the rest is dimmed)",
+    fig.suptitle("Bright: support masks and query target (rest dimmed)",
                  fontsize=9)
     fig.tight_layout()
     return fig

@@ -187,6 +187,8 @@ def test_channels_last_and_bfloat16_autocast() -> None:
         (lambda e: e.update(s_x=e["s_x"][..., :-2]), r"s_x must have shape"),
         (lambda e: e.update(y_m=e["y_m"] * 3), "y_m must only contain"),
         (lambda e: e.update(y_m=None), "y_m"),
+        (lambda e: e.update(y_b=e["y_b"] + 16), "y_b must only contain"),
+        (lambda e: e.update(y_b=e["y_b"][:, :-1]), "y_b must have shape"),
         (lambda e: e.update(cat_idx=torch.tensor([0.5, 1.0])), "cat_idx"),
         (lambda e: e.update(cat_idx=torch.tensor([0, 15])), "cat_idx values"),
     ],

@@ -11,9 +11,9 @@ import pytest
 from msanet_lib.training.config import TrainConfig, deep_merge, load_config
 
 TINY: dict[str, Any] = {
-    "base": {"epochs": 2, "batch_size": 4, "image_size": 48, "max_train_images": 8,
+    "base": {"epochs": 2, "batch_size": 4, "image_size": 48, "samples_per_epoch": 8,
              "max_val_images": 4, "val_batch_size": 4},
-    "meta": {"epochs": 2, "batch_size": 4, "image_size": 48, "max_train_images": 12,
+    "meta": {"epochs": 2, "batch_size": 4, "image_size": 48, "samples_per_epoch": 12,
              "val_episodes": 4},
     "model": {"reduce_dim": 16, "hyper_dim": 8, "base_hidden": 16},
     "runtime": {"device": "cpu", "workers": 0, "progress": False, "log_every": 1},

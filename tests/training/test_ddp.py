@@ -29,7 +29,7 @@ def _free_port() -> int:
 def test_two_gloo_processes_match_one_process(tiny_config: Callable[..., TrainConfig],
                                               tmp_path: Path) -> None:
     cfg = tiny_config(meta={"epochs": 1, "val_episodes": 2, "batch_size": 4,
-                            "max_train_images": 8})  # 2 steps of a global batch of 4
+                            "samples_per_epoch": 8})  # 2 steps of a global batch of 4
     data = cfg.to_dict()
     one, two = tmp_path / "one", tmp_path / "two"
     mp.spawn(ddp_helper.train, args=(1, 0, data, str(one)), nprocs=1, join=True)
