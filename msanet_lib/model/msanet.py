@@ -238,8 +238,10 @@ class MSANet(nn.Module):
         with torch.no_grad():
             # Query and every shot of every episode through the frozen backbone at once.
             enc = self._backbone(torch.cat([x, s_x.reshape(b * k, *s_x.shape[2:])], dim=0))
-        q_layers = [t[:b] for t in enc.layers]
-        s_layers = [t[b:] for t in enc.layers]  # (B*K, ...)
+        layers, block_feats = enc
+        del enc
+        q_layers = [t[:b] for t in layers]
+        s_layers = [t[b:] for t in layers]  # (B*K, ...)
         size = tuple(q_layers[3].shape[-2:])
 
         mask = (s_y == 1).to(x.dtype)  # 255 (ignore) counts as background, as the authors
@@ -261,10 +263,14 @@ class MSANet(nn.Module):
 
         similarity_maps = hyper = None
         if cfg.use_multi_similarity:
-            s_feats = [t[b:].reshape(b, k, *t.shape[1:]) for t in enc.feats]
-            q_feats = [t[:b] for t in enc.feats]
+            s_feats = [t[b:].reshape(b, k, *t.shape[1:]) for t in block_feats]
+            q_feats = [t[:b] for t in block_feats]
             similarity_maps = self.multi_similarity(q_feats, s_feats, mask)
             hyper = self.hyper_final(similarity_maps)
+            del q_feats, s_feats
+        # The per-block features are the bulk of the backbone's memory (about 220 MB per
+        # ResNet-50 image at 473 px); release them before the decoder runs.
+        del block_feats
         out["similarity_maps"] = similarity_maps
         out["hyper"] = hyper
 

@@ -195,7 +195,9 @@ def run_training(
         if out[name].get("interrupted"):
             break
     if ctx.is_main and stage == "both":
-        print(f"training finished in {(time.time() - start) / 60:.1f} min")
+        stopped = any(s.get("interrupted") for s in out.values())
+        print(f"training {'stopped' if stopped else 'finished'} after "
+              f"{(time.time() - start) / 60:.1f} min")
     return out
 
 
