@@ -29,7 +29,7 @@ from msanet_lib.utils import REPO_ROOT, fast_mode
 
 EVAL_EPISODES = 300       # per seed; the paper uses 1000
 EVAL_SEEDS = (510, 365)   # the first two of the authors' five test seeds
-FAST_EVAL_EPISODES = 20
+FAST_EVAL_EPISODES = 10
 
 
 def _class_names() -> dict[int, str]:

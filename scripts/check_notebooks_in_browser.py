@@ -5,15 +5,18 @@ notebook given on the command line) it:
 
 1. opens the notebook in JupyterLab (started here from the current Python environment on
    127.0.0.1, a free port, a random token, ``--no-browser``, root = the repository) in a fresh
-   workspace, which starts a fresh kernel whose environment has ``MSANET_FAST=1``;
+   workspace, which starts a fresh kernel whose environment has ``MSANET_FAST=1`` (``--env
+   MSANET_FAST=0`` checks what only full mode shows, such as notebook 11's drawing canvas);
 2. runs every cell through the UI (menu *Run > Run All Cells*) and waits until no cell is queued
    and the kernel is idle;
 3. checks in the DOM that every code cell ran, that no output is a Python traceback, and that
    every widget output rendered as a visible widget (not "Loading widget...", not an error
-   message, not a static fallback such as ``interactive(children=...)`` or ipympl's PNG); a
-   notebook whose code uses widgets must show at least one;
-4. moves the first slider (or, failing that, changes the first dropdown) and waits for an
-   output (an image, a canvas, or the text of an Output/HTML widget) to change;
+   message, not a static fallback such as ``interactive(children=...)`` or ipympl's PNG, and an
+   ipympl canvas that is not blank); a notebook whose code uses widgets must show at least one;
+4. moves the first slider of an ``interact`` (else the first slider, else changes the first
+   dropdown) and waits for an output (an image, a canvas, or the text of an Output/HTML widget)
+   to change; on an ipympl figure it also draws a loop with the mouse and notes whether the
+   canvas redrew (information only: a figure without a selector or tool need not react);
 5. saves a screenshot of the first widget (or of the first error), then shuts the kernel down.
 
 It prints a table ``notebook | cells | widgets rendered | errors | interaction | result`` and
@@ -28,6 +31,8 @@ Examples::
 
     python scripts/check_notebooks_in_browser.py
     python scripts/check_notebooks_in_browser.py notebooks/00_few_shot_task.ipynb --out /tmp/shots
+    python scripts/check_notebooks_in_browser.py --all
+    python scripts/check_notebooks_in_browser.py --env MSANET_FAST=0 notebooks/11_playground.ipynb
 """
 
 from __future__ import annotations
@@ -96,6 +101,7 @@ INSPECT_JS = r"""
     const ed = cell.querySelector('.jp-InputArea-editor .cm-content, .jp-InputArea-editor');
     return ed ? ed.innerText.split('\n').find((l) => l.trim()) || '' : '';
   };
+  const canvasIsBlank = CANVAS_IS_BLANK;
   const res = {total: 0, executed: 0, unexecuted: [], errors: [], widgets: [], fallbacks: []};
   const allCells = [...nb.querySelectorAll('.jp-Cell')];
   allCells.forEach((cell, idx) => {
@@ -140,7 +146,8 @@ INSPECT_JS = r"""
       if (r.width < 2 || r.height < 2) problems.push(`not visible (${r.width}x${r.height} px)`);
       for (const fig of out.querySelectorAll('.jupyter-matplotlib')) {
         const c = fig.querySelector('canvas');
-        if (!c || c.width < 2 || c.height < 2) problems.push('ipympl figure without a drawn canvas');
+        if (!c || c.width < 2 || c.height < 2) problems.push('ipympl figure without a canvas');
+        else if (canvasIsBlank(c)) problems.push('ipympl figure canvas is blank (no frame drawn)');
       }
       const kinds = new Set();
       out.querySelectorAll('[class*="widget-"], .jupyter-matplotlib').forEach((e) => {
@@ -157,6 +164,23 @@ INSPECT_JS = r"""
   return res;
 }
 """
+
+# An ipympl figure whose first frame never arrived is a canvas of one flat colour.
+CANVAS_IS_BLANK = """(c) => {
+    const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+    for (let i = 4; i < d.length; i += 4) {
+      if (d[i] !== d[0] || d[i + 1] !== d[1] || d[i + 2] !== d[2] || d[i + 3] !== d[3]) return false;
+    }
+    return true;
+  }"""
+BLANK_FIGURES_JS = f"""
+() => {{
+  const canvasIsBlank = {CANVAS_IS_BLANK};
+  return [...document.querySelectorAll('.jupyter-matplotlib')]
+    .filter((f) => {{ const c = f.querySelector('canvas'); return c && canvasIsBlank(c); }}).length;
+}}
+"""
+INSPECT_JS = INSPECT_JS.replace("CANVAS_IS_BLANK", CANVAS_IS_BLANK)
 
 # What the learner sees change when a control moves: images, canvases, Output/HTML widget text.
 SNAPSHOT_JS = r"""
@@ -199,6 +223,7 @@ class Result:
     problems: list[str] = field(default_factory=list)
     interaction: str = "n/a"
     seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)
 
     @property
     def passed(self) -> bool:
@@ -221,7 +246,8 @@ def free_port() -> int:
 class Lab:
     """A JupyterLab server of our own, isolated from the user's Jupyter config and settings."""
 
-    def __init__(self, workdir: Path, timeout: float) -> None:
+    def __init__(self, workdir: Path, timeout: float, extra_env: dict[str, str] | None = None
+                 ) -> None:
         self.port = free_port()
         self.token = secrets.token_hex(16)
         self.base = f"http://127.0.0.1:{self.port}"
@@ -231,7 +257,7 @@ class Lab:
             target = settings / f"{plugin}.jupyterlab-settings"
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_text(json.dumps(values), encoding="utf-8")
-        env = dict(os.environ, MSANET_FAST="1", PYTHONUNBUFFERED="1")
+        env = {**os.environ, "MSANET_FAST": "1", "PYTHONUNBUFFERED": "1", **(extra_env or {})}
         for var in ("JUPYTER_CONFIG_DIR", "JUPYTER_RUNTIME_DIR", "IPYTHONDIR"):
             env[var] = str(workdir / var.lower())
             (workdir / var.lower()).mkdir(exist_ok=True)
@@ -344,6 +370,35 @@ def interact(page: Any, lab: Lab, rel: str, timeout: float) -> str:
     return f"{action}: NO output changed within {timeout:.0f} s"
 
 
+def drag_on_figure(page: Any, lab: Lab, rel: str, timeout: float) -> str:
+    """Draw a closed loop with the mouse on the first ipympl figure; did its canvas change?
+
+    Informative only: a figure redraws on a drag when it has a selector (lasso, box) or an
+    active pan/zoom tool, so "no change" is not a failure by itself.
+    """
+    figure = page.locator(".jupyter-matplotlib-canvas-div").first
+    figure.scroll_into_view_if_needed()
+    box = figure.bounding_box()
+    if box is None:
+        return "ipympl figure: not visible, no drag"
+    before = page.evaluate(SNAPSHOT_JS)
+    cx, cy, r = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2, box["width"] / 6
+    path = [(cx - r, cy - r), (cx + r, cy - r), (cx + r, cy + r), (cx - r, cy + r), (cx - r, cy)]
+    page.mouse.move(*path[0])
+    page.mouse.down()
+    for x, y in path[1:]:
+        page.mouse.move(x, y, steps=8)
+    page.mouse.up()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        time.sleep(1.0)
+        session = lab.session(rel)
+        idle = session is None or session["kernel"]["execution_state"] == "idle"
+        if idle and page.evaluate(SNAPSHOT_JS) != before:
+            return "ipympl figure: a mouse drag redrew it"
+    return f"ipympl figure: a mouse drag changed nothing within {timeout:.0f} s"
+
+
 def check_notebook(context: Any, lab: Lab, path: Path, out_dir: Path, run_timeout: float,
                    interact_timeout: float, do_interact: bool) -> Result:
     rel = path.resolve().relative_to(REPO).as_posix()
@@ -387,6 +442,10 @@ def check_notebook(context: Any, lab: Lab, path: Path, out_dir: Path, run_timeou
                      "widgets to load")
         except TimeoutError:
             pass  # reported per widget below
+        try:  # ipympl draws its first frame after a round trip to the kernel
+            wait_for(lambda: page.evaluate(BLANK_FIGURES_JS) == 0, 20, "ipympl figures to draw")
+        except TimeoutError:
+            pass  # reported per widget below
         info = page.evaluate(INSPECT_JS)
         if info is None:
             raise RuntimeError("notebook panel not found in the page")
@@ -404,6 +463,8 @@ def check_notebook(context: Any, lab: Lab, path: Path, out_dir: Path, run_timeou
                                        + "; ".join(w["problems"]))
             else:
                 result.rendered += 1
+                kinds = ", ".join(k.removeprefix("widget-") for k in w["kinds"]) or "other"
+                result.notes.append(f"cell {w['cell']}: {kinds} ({w['size']} px)")
         for f in info["fallbacks"]:
             result.problems.append(
                 f"cell {f['cell']} ({f['line']!r}) shows a static fallback ({f['mime']}) instead "
@@ -415,6 +476,8 @@ def check_notebook(context: Any, lab: Lab, path: Path, out_dir: Path, run_timeou
             if "NO output changed" in result.interaction:
                 result.problems.append(result.interaction + " (if that control is not meant to "
                                        "change an output, use --no-interact)")
+            if page.locator(".jupyter-matplotlib canvas").count():
+                result.notes.append(drag_on_figure(page, lab, rel, min(interact_timeout, 30)))
             info_after = page.evaluate(INSPECT_JS)
             for e in info_after["errors"][len(info["errors"]):]:
                 result.errors.append(f"after interaction, cell {e['cell']}: {e['last']}")
@@ -467,6 +530,10 @@ def print_table(results: list[Result]) -> None:
     for r in results:
         for line in r.errors + r.problems:
             print(f"  {r.notebook}: {line}")
+    print("\nrendered widgets (cell: widget kinds):")
+    for r in results:
+        if r.notes:
+            print(f"  {r.notebook}: " + "; ".join(r.notes))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -485,6 +552,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--interact-timeout", type=float, default=120,
                         help="seconds allowed for an output to change (default: %(default)s)")
     parser.add_argument("--no-interact", action="store_true", help="skip the interaction check")
+    parser.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
+                        help="extra environment for the kernels, e.g. MSANET_FAST=0 to check "
+                             "what only full mode shows (repeatable)")
     parser.add_argument("--show", action="store_true", help="show the browser (needs a display)")
     args = parser.parse_args(argv)
 
@@ -498,6 +568,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: Chromium not found at --chromium {args.chromium!r}; install it "
               "(Debian: apt-get install chromium) or pass its path", file=sys.stderr)
         return 2
+    extra_env = {}
+    for item in args.env:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            print(f"error: --env expects KEY=VALUE, got {item!r}", file=sys.stderr)
+            return 2
+        extra_env[key] = value
     paths = args.notebooks or [p for p in sorted(NOTEBOOKS.glob("*.ipynb"))
                                 if args.all or uses_widgets(p)]
     for p in paths:
@@ -517,7 +594,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="nbcheck-") as tmp:
         workdir = Path(tmp)
         try:
-            lab = Lab(workdir, timeout=120)
+            lab = Lab(workdir, timeout=120, extra_env=extra_env)
         except RuntimeError as exc:
             log = workdir / "jupyterlab.log"
             if log.is_file():

@@ -2,8 +2,8 @@
 
 Examples::
 
-    msanet-eval --checkpoint runs/toy/fold0_1shot/meta/best.pth          # toy benchmark
-    msanet-eval --checkpoint 'runs/pascal/fold{fold}_1shot/meta/best.pth' \\
+    msanet-eval --checkpoint runs/toy/fold0/meta_1shot/best.pth          # toy benchmark
+    msanet-eval --checkpoint 'runs/pascal_resnet50/fold{fold}/meta_1shot/best.pth' \\
         --benchmark pascal --folds 0 1 2 3 --device cuda --amp bf16 --json pascal.json
     msanet-eval --authors --backbone resnet50 --shots 1 --benchmark pascal \\
         --checkpoint 'weights/pascal/split{fold}/resnet50/best.pth' --folds 0 1 2 3
@@ -59,7 +59,7 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(
             f"--checkpoint {path} does not exist. Train one with `msanet-train` (it writes "
-            "<out>/meta/best.pth) or pass the path of a downloaded checkpoint."
+            "<out>/meta_<K>shot/best.pth) or pass the path of a downloaded checkpoint."
         )
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
@@ -76,7 +76,7 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
     if ckpt.get("stage") == "base":
         raise ValueError(
             f"--checkpoint {path} is a stage-1 base learner (PSPNet); msanet-eval scores the "
-            "stage-2 MSANet: pass <out>/meta/best.pth."
+            "stage-2 MSANet: pass <out>/meta_<K>shot/best.pth."
         )
     if ckpt.get("format") in _OUR_FORMATS:
         model_config, train_config = ckpt.get("model_config"), ckpt.get("config") or {}
@@ -112,14 +112,21 @@ def build_model(args: argparse.Namespace, path: Path, benchmark: str) -> tuple[n
         return model, {}
     ckpt = read_checkpoint(path)
     fields = dict(ckpt["model_config"])
-    if args.shots is not None and args.shots != fields.get("shots", 1):
-        # K only changes kshot_rw, which exists for K > 1 alone: a 1-shot model cannot take 5.
-        raise ValueError(
-            f"--shots {args.shots} differs from the checkpoint's shots={fields.get('shots')}; "
-            "evaluate with the shots the model was trained for."
-        )
+    trained_shots = int(fields.get("shots", 1))
+    if args.shots is not None and args.shots != trained_shots:
+        if trained_shots != 1:
+            # kshot_rw is sized for the K it was trained with; it cannot take another K.
+            raise ValueError(
+                f"--shots {args.shots} differs from the checkpoint's shots={trained_shots}; a "
+                "K-shot model (K > 1) is evaluated with the K it was trained for."
+            )
+        # A 1-shot model has no kshot_rw. With kshot_trans_dim 0, kshot_rw is one 1x1 conv
+        # initialised to 1/K, which gives every shot the same weight: plain shot averaging.
+        fields.update(shots=args.shots, kshot_trans_dim=0)
+    model = MSANet(MSANetConfig(**fields))
     model = MSANet(MSANetConfig(**fields))
     missing, unexpected = model.load_state_dict(ckpt["state_dict"], strict=False)
+    missing = [k for k in missing if not k.startswith("kshot_rw.") or trained_shots != 1]
     if missing or unexpected:
         raise ValueError(
             f"--checkpoint {path} does not fit the model it describes: missing keys "
@@ -211,7 +218,7 @@ def run(args: argparse.Namespace) -> int:
     if folds is not None and len(folds) > 1 and "{fold}" not in template:
         raise ValueError(
             f"--folds {' '.join(map(str, folds))} needs one checkpoint per fold: put '{{fold}}' "
-            f"in --checkpoint (e.g. runs/pascal/fold{{fold}}_1shot/meta/best.pth)."
+            f"in --checkpoint (e.g. runs/pascal_resnet50/fold{{fold}}/meta_1shot/best.pth)."
         )
     results: dict[int, EvalResult] = {}
     for fold in folds if folds is not None else [None]:

@@ -196,7 +196,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"Checkpoint {path} does not exist. Check the path, or train "
-                                "first with `msanet-train` (it writes <out>/meta/best.pth).")
+                                "first with `msanet-train` (it writes <out>/meta_<K>shot/best.pth).")
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # torch raises several types for truncated / foreign files

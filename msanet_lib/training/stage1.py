@@ -35,26 +35,21 @@ def init_backbone(model: PSPNet, init: str) -> str:
     """
     if init == "scratch":
         return "random initialisation (from scratch)"
-    if init == "imagenet":
-        from msanet_lib.backbones.pretrained import load_imagenet_weights
+    from msanet_lib.backbones.pretrained import load_imagenet_weights
 
-        load_imagenet_weights(model.backbone, model.backbone_name)
-        return f"ImageNet weights for {model.backbone_name}"
+    if init in ("imagenet", "torchvision"):
+        # "imagenet": the authors' deep-stem file in <data root>/initmodel/ (as PSPNet/BAM);
+        # "torchvision": torchvision's weights (downloaded on request; the stem stays random).
+        report = load_imagenet_weights(model.backbone, None if init == "imagenet" else init)
+        return (f"ImageNet weights for {model.backbone_name} ({len(report.loaded)} tensors from "
+                f"{report.source}, {len(report.missing) + len(report.mismatched)} left as initialised)")
     path = Path(init).expanduser()
     if not path.is_file():
-        raise FileNotFoundError(f"base.init={init!r}: no such file. Use 'scratch', 'imagenet' or "
-                                "a path to backbone weights (a state dict of layer0..layer4).")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    state = state.get("state_dict", state) if isinstance(state, dict) else state
-    own = {k: v for k, v in state.items() if k.split(".")[0] in {f"layer{i}" for i in range(5)}}
-    if not own:
-        raise ValueError(f"base.init={init!r} holds no layer0..layer4 weights.")
-    missing, _ = model.load_state_dict(own, strict=False)
-    absent = [k for k in missing if k.startswith("layer")]
-    if absent:
-        raise ValueError(f"base.init={init!r} lacks {len(absent)} backbone tensors, e.g. "
-                         f"{absent[:3]}; is it for backbone {model.backbone_name}?")
-    return f"backbone weights from {path}"
+        raise FileNotFoundError(f"base.init={init!r}: no such file. Use 'scratch', 'imagenet', "
+                                "'torchvision' or a path to backbone weights.")
+    report = load_imagenet_weights(model.backbone, path)
+    return (f"backbone weights from {path} ({len(report.loaded)} tensors, "
+            f"{len(report.missing) + len(report.mismatched)} left as initialised)")
 
 
 def build_base_stage(cfg: TrainConfig, device: torch.device, amp: str = "none") -> tuple[StageSpec, Recipe]:

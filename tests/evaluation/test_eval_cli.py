@@ -97,8 +97,22 @@ def test_several_folds_need_a_fold_placeholder(checkpoint, capsys) -> None:
     assert "{fold}" in capsys.readouterr().err
 
 
-def test_shots_must_match_the_checkpoint(checkpoint, capsys) -> None:
-    code = cli.main(["--checkpoint", str(checkpoint), "--shots", "5", "--device", "cpu"])
+def test_a_one_shot_model_averages_k_shots_uniformly(checkpoint) -> None:
+    args = cli.parse_args(["--checkpoint", str(checkpoint), "--shots", "5"])
+    model, _ = cli.build_model(args, checkpoint, "toy")
+    assert model.config.shots == 5 and model.config.kshot_trans_dim == 0
+    # kshot_rw keeps its 1/K initialisation: every sorted difficulty maps to the same weight.
+    est = torch.rand(3, 5, 1, 1)
+    weights = torch.softmax(model.kshot_rw(est), dim=1)
+    assert torch.allclose(weights, torch.full_like(weights, 0.2))
+
+
+def test_a_k_shot_model_keeps_its_k(tmp_path: Path, capsys) -> None:
+    config = MSANetConfig(backbone="resnet_toy", shots=2)
+    path = tmp_path / "fold1" / "best.pth"
+    path.parent.mkdir()
+    torch.save({"config": vars(config), "state_dict": MSANet(config).state_dict()}, path)
+    code = cli.main(["--checkpoint", str(path), "--shots", "5", "--device", "cpu"])
     assert code == 2
     assert "--shots 5" in capsys.readouterr().err
 

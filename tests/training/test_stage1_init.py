@@ -1,0 +1,40 @@
+"""Stage 1 starts its backbone from scratch, the authors' ImageNet file, or a weights path."""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from msanet_lib.model.msanet import MSANetConfig
+from msanet_lib.model.pspnet import PSPNet
+from msanet_lib.training.stage1 import init_backbone
+
+
+def _toy() -> PSPNet:
+    return PSPNet(MSANetConfig(backbone="resnet_toy", base_hidden=16, num_base_classes=4))
+
+
+def test_init_from_a_weights_path_copies_every_backbone_tensor(tmp_path: Path) -> None:
+    source = _toy()
+    path = tmp_path / "backbone.pth"
+    torch.save({"state_dict": source.state_dict()}, path)
+    target = _toy()
+    note = init_backbone(target, str(path))
+    assert "0 left as initialised" in note
+    for key, value in source.state_dict().items():
+        if key.startswith("layer"):
+            assert torch.equal(target.state_dict()[key], value), key
+
+
+def test_imagenet_init_looks_for_the_authors_file_in_the_data_root(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("MSANET_DATA", str(tmp_path))
+    with pytest.raises(ValueError, match="no ImageNet weights"):
+        init_backbone(_toy(), "imagenet")
+    big = PSPNet(MSANetConfig(backbone="resnet50"))
+    with pytest.raises(FileNotFoundError, match="initmodel"):
+        init_backbone(big, "imagenet")
+
+
+def test_missing_weights_file_is_named(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="nope.pth"):
+        init_backbone(_toy(), str(tmp_path / "nope.pth"))
