@@ -107,7 +107,7 @@ def assert_close(
             f"(tolerance {atol:g}); yours {a.flatten()[diff.argmax()].item():.6g}, "
             f"library {e.flatten()[diff.argmax()].item():.6g}."
         )
-    print(f"OK  {name} matches the library (max abs difference {worst:.1e}).")
+    print(f"OK  {name}: equal within {atol:g} (max abs difference {worst:.1e}).")
 
 
 def load_solution(notebook: str, name: str) -> Callable[..., Any]:
@@ -162,3 +162,67 @@ def exercise(
         f"notebooks/solutions/{notebook}.py; write yours and run this cell again."
     )
     return False
+
+
+TOY_CHECKPOINTS = REPO_ROOT / "checkpoints" / "toy"
+
+
+def toy_checkpoint(fold: int = 0) -> Path:
+    """Where the shipped toy MSANet of ``fold`` lives (1-shot, trained by
+    ``scripts/train_toy_models.py``): ``checkpoints/toy/fold<f>/msanet_1shot.pth``."""
+    return TOY_CHECKPOINTS / f"fold{fold}" / "msanet_1shot.pth"
+
+
+def load_toy_msanet(
+    fold: int = 0,
+    shots: int = 1,
+    device: torch.device | str = "cpu",
+    verbose: bool = True,
+    **overrides: Any,
+) -> tuple[torch.nn.Module, bool]:
+    """The shipped toy MSANet of ``fold`` for ``shots``-shot episodes, in eval mode.
+
+    Returns ``(model, trained)``. Without a shipped checkpoint the model is randomly
+    initialised (``trained`` False) and a notebook should say its figures only show the
+    mechanism. A 1-shot model given K > 1 shots averages them uniformly (``kshot_trans_dim``
+    0, whose 1/K initialisation weighs every shot the same), as ``msanet-eval`` does.
+    ``overrides`` change config fields (e.g. ``kshot_order="bam"``); tensors whose shape the
+    override changes keep their initial values.
+    """
+    from msanet_lib.model.msanet import MSANet, MSANetConfig
+    from msanet_lib.training.checkpoint import load_checkpoint
+
+    path = toy_checkpoint(fold)
+    if not path.is_file():
+        from msanet_lib.training.config import load_config
+
+        if verbose:
+            print(f"No shipped model at {path.relative_to(REPO_ROOT)}: using a RANDOMLY "
+                  "INITIALISED toy MSANet; figures show the mechanism, not a trained model.")
+        torch.manual_seed(0)
+        fields = {**load_config("toy").model_config().__dict__, "shots": shots, **overrides}
+        return MSANet(MSANetConfig(**fields)).to(device).eval(), False
+    ckpt = load_checkpoint(path)
+    fields = dict(ckpt["model_config"])
+    if shots != fields.get("shots", 1):
+        fields.update(shots=shots, kshot_trans_dim=0)
+    model = MSANet(MSANetConfig(**{**fields, **overrides}))
+    own = model.state_dict()
+    state = {k: v for k, v in ckpt["state_dict"].items()
+             if k in own and own[k].shape == v.shape}
+    model.load_state_dict(state, strict=False)
+    lost = [k for k in own if k not in state and not k.startswith("kshot_rw.")]
+    if lost and not overrides:
+        raise ValueError(f"{path} does not fit the toy MSANet (e.g. {lost[:5]} missing). "
+                         "Re-create it with scripts/train_toy_models.py.")
+    if verbose:
+        print(f"Loaded the trained toy MSANet (fold {fold}) from {path.relative_to(REPO_ROOT)}.")
+    return model.to(device).eval(), True
+
+
+def load_toy_backbone(fold: int = 0) -> tuple[torch.nn.Module, bool]:
+    """The frozen ``resnet_toy`` backbone of the shipped toy model (``(backbone, trained)``)."""
+    model, trained = load_toy_msanet(fold, verbose=False)
+    print(("Loaded the trained" if trained else "Using a RANDOMLY INITIALISED")
+          + f" toy backbone (fold {fold}).")
+    return model._backbone.eval().requires_grad_(False), trained

@@ -434,6 +434,7 @@ def check_notebook(context: Any, lab: Lab, path: Path, out_dir: Path, run_timeou
             return (page.evaluate(PROMPTS_JS)["queued"] == 0
                     and s["kernel"]["execution_state"] == "idle")
 
+        # Finished twice, 1 s apart: a cell can start right after the previous one goes idle.
         wait_for(lambda: finished() and (time.sleep(1.0) or finished()), run_timeout,
                  "all cells to finish", 1.0)
         # Widget views render asynchronously after the kernel is idle.
