@@ -27,6 +27,7 @@ lint: setup
 
 test: setup lint
 	$(BIN)/pytest tests
+	$(BIN)/msanet-data generate toy
 	MSANET_FAST=1 $(BIN)/pytest -p no:cacheprovider --nbval-lax --nbval-current-env \
 		--nbval-cell-timeout=600 notebooks/
 
