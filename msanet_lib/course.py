@@ -189,7 +189,7 @@ def load_toy_msanet(
     ``overrides`` change config fields (e.g. ``kshot_order="bam"``); tensors whose shape the
     override changes keep their initial values.
     """
-    from msanet_lib.model.msanet import MSANet, MSANetConfig
+    from msanet_lib.model.msanet import MSANet, MSANetConfig, msanet_for_shots
     from msanet_lib.training.checkpoint import load_checkpoint
 
     path = toy_checkpoint(fold)
@@ -203,18 +203,7 @@ def load_toy_msanet(
         fields = {**load_config("toy").model_config().__dict__, "shots": shots, **overrides}
         return MSANet(MSANetConfig(**fields)).to(device).eval(), False
     ckpt = load_checkpoint(path)
-    fields = dict(ckpt["model_config"])
-    if shots != fields.get("shots", 1):
-        fields.update(shots=shots, kshot_trans_dim=0)
-    model = MSANet(MSANetConfig(**{**fields, **overrides}))
-    own = model.state_dict()
-    state = {k: v for k, v in ckpt["state_dict"].items()
-             if k in own and own[k].shape == v.shape}
-    model.load_state_dict(state, strict=False)
-    lost = [k for k in own if k not in state and not k.startswith("kshot_rw.")]
-    if lost and not overrides:
-        raise ValueError(f"{path} does not fit the toy MSANet (e.g. {lost[:5]} missing). "
-                         "Re-create it with scripts/train_toy_models.py.")
+    model = msanet_for_shots(ckpt["model_config"], ckpt["state_dict"], shots, **overrides)
     if verbose:
         print(f"Loaded the trained toy MSANet (fold {fold}) from {path.relative_to(REPO_ROOT)}.")
     return model.to(device).eval(), True

@@ -28,7 +28,7 @@ import torch
 
 from msanet_lib import course
 from msanet_lib.data.datasets import FewShotDataset
-from msanet_lib.demo import EVAL_EPISODES, EVAL_SEEDS
+from msanet_lib.demo import EVAL_EPISODES, EVAL_SEEDS, AllForeground
 from msanet_lib.evaluation.protocol import SEEDS, evaluate
 from msanet_lib.model.msanet import MSANet, MSANetConfig
 from msanet_lib.training.checkpoint import export_model, load_checkpoint
@@ -43,15 +43,6 @@ ABLATION = {
                                use_base_learner=False),
     "+ attention": dict(use_multi_similarity=True, use_attention=True, use_base_learner=False),
 }
-
-
-class AllForeground(torch.nn.Module):
-    """Reference point with no learning: every query pixel is called foreground."""
-
-    def forward(self, x: torch.Tensor, s_x: torch.Tensor, s_y: torch.Tensor) -> tuple:
-        logits = torch.zeros(x.shape[0], 2, *x.shape[-2:], device=x.device)
-        logits[:, 1] = 1.0
-        return logits, logits, None
 
 
 def _score(model: torch.nn.Module, fold: int, shots: int, episodes: int,

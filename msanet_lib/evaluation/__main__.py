@@ -90,7 +90,7 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
 
 def build_model(args: argparse.Namespace, path: Path, benchmark: str) -> tuple[nn.Module, dict]:
     """The model of ``path`` and the training config stored with it (``{}`` if none)."""
-    from msanet_lib.model.msanet import MSANet, MSANetConfig
+    from msanet_lib.model.msanet import MSANet, MSANetConfig, msanet_for_shots
 
     if args.authors:
         try:
@@ -112,26 +112,7 @@ def build_model(args: argparse.Namespace, path: Path, benchmark: str) -> tuple[n
         return model, {}
     ckpt = read_checkpoint(path)
     fields = dict(ckpt["model_config"])
-    trained_shots = int(fields.get("shots", 1))
-    if args.shots is not None and args.shots != trained_shots:
-        if trained_shots != 1:
-            # kshot_rw is sized for the K it was trained with; it cannot take another K.
-            raise ValueError(
-                f"--shots {args.shots} differs from the checkpoint's shots={trained_shots}; a "
-                "K-shot model (K > 1) is evaluated with the K it was trained for."
-            )
-        # A 1-shot model has no kshot_rw. With kshot_trans_dim 0, kshot_rw is one 1x1 conv
-        # initialised to 1/K, which gives every shot the same weight: plain shot averaging.
-        fields.update(shots=args.shots, kshot_trans_dim=0)
-    model = MSANet(MSANetConfig(**fields))
-    model = MSANet(MSANetConfig(**fields))
-    missing, unexpected = model.load_state_dict(ckpt["state_dict"], strict=False)
-    missing = [k for k in missing if not k.startswith("kshot_rw.") or trained_shots != 1]
-    if missing or unexpected:
-        raise ValueError(
-            f"--checkpoint {path} does not fit the model it describes: missing keys "
-            f"{missing[:5]}, unexpected keys {unexpected[:5]}."
-        )
+    model = msanet_for_shots(fields, ckpt["state_dict"], args.shots)
     return model, ckpt["train_config"]
 
 

@@ -20,8 +20,9 @@ weights; multi-similarity and attention are plain shot means.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -368,3 +369,37 @@ class MSANet(nn.Module):
     def extra_repr(self) -> str:
         c = self.config
         return f"backbone={c.backbone}, shots={c.shots}, kshot_order={c.kshot_order}"
+
+
+def msanet_for_shots(
+    fields: Mapping[str, Any], state_dict: Mapping[str, Tensor], shots: int | None = None,
+    **overrides: Any,
+) -> MSANet:
+    """Rebuild a trained MSANet from its config fields and weights, for ``shots`` shots.
+
+    A model trained with K shots keeps K. A 1-shot model (no ``kshot_rw``) asked for K > 1 shots
+    gets ``kshot_trans_dim = 0``: ``kshot_rw`` is then one 1x1 conv initialised to 1/K, so every
+    shot receives the same weight and the shots are averaged uniformly (PFENet-style). Other
+    ``overrides`` change config fields; tensors whose shape they change keep their initial
+    values.
+
+    Raises:
+        ValueError: a K-shot model (K > 1) asked for another K, or weights that do not fit.
+    """
+    fields = dict(fields)
+    trained = int(fields.get("shots", 1))
+    if shots is not None and shots != trained:
+        if trained != 1:
+            raise ValueError(f"shots={shots}: this model was trained with {trained} shots and its "
+                             "kshot_rw only takes that many; evaluate it with that K.")
+        fields.update(shots=shots, kshot_trans_dim=0)
+    model = MSANet(MSANetConfig(**{**fields, **overrides}))
+    own = model.state_dict()
+    usable = {k: v for k, v in state_dict.items() if k in own and own[k].shape == v.shape}
+    model.load_state_dict(usable, strict=False)
+    unexpected = [k for k in state_dict if k not in own and not k.startswith("kshot_rw.")]
+    lost = [k for k in own if k not in usable and not (k.startswith("kshot_rw.") and trained == 1)]
+    if (unexpected or lost) and not overrides:
+        raise ValueError(f"The weights do not fit MSANet({fields}): missing {lost[:5]}, "
+                         f"unexpected {unexpected[:5]}.")
+    return model

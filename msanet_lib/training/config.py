@@ -67,7 +67,7 @@ class BaseStageConfig:
     samples_per_epoch: int | None = None  # None = the whole training list; else a fresh
                                           # random subset of this size every epoch
     max_val_images: int | None = None     # None = every val image; else the first N
-    init: str = "imagenet"                # "imagenet" | "scratch" | path to backbone weights
+    init: str = "imagenet"                # "imagenet" | "torchvision" | "scratch" | a weights path
 
 
 @dataclass

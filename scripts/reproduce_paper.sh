@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Reproduce one row group of the paper's table: 4 folds x 1-shot and 5-shot, both stages,
+# then the authors' test protocol (1000 episodes x seeds 510, 365, 382, 322, 988).
+#
+#   scripts/reproduce_paper.sh pascal_resnet50            # one GPU (or CPU, very slowly)
+#   GPUS=4 scripts/reproduce_paper.sh coco_resnet101      # DDP on 4 GPUs with torchrun
+#
+# Needs the dataset (msanet-data download pascal|coco) and, for stage 1, the ImageNet weights
+# in data/initmodel/ (see README). Every step resumes: run the same command again after an
+# interruption. Results: runs/<config>/results_<K>shot.json and the printed tables.
+set -euo pipefail
+config=${1:?usage: reproduce_paper.sh CONFIG   (pascal_resnet50, pascal_resnet101, pascal_vgg16_bn, coco_resnet50, coco_resnet101, toy)}
+gpus=${GPUS:-1}
+bin=$(dirname "$(command -v python)")
+train() {
+  if [ "$gpus" -gt 1 ]; then
+    "$bin/torchrun" --standalone --nproc_per_node="$gpus" -m msanet_lib.training "$@"
+  else
+    "$bin/python" -m msanet_lib.training "$@"
+  fi
+}
+for shots in 1 5; do
+  for fold in 0 1 2 3; do
+    # stage 1 (base learner) is shared by 1-shot and 5-shot: the second pass reuses it
+    train --config "$config" --fold "$fold" --shots "$shots" --out "runs/$config/fold$fold" --resume
+  done
+  "$bin/python" -m msanet_lib.evaluation --checkpoint "runs/$config/fold{fold}/meta_${shots}shot/best.pth" \
+    --folds 0 1 2 3 --json "runs/$config/results_${shots}shot.json"
+done
