@@ -89,6 +89,30 @@ def ablation(episodes: int, seeds: tuple[int, ...]) -> dict[str, Any]:
     return rows
 
 
+def markdown(results: dict[str, Any]) -> str:
+    """The README tables from ``results.json``."""
+    lines = ["| fold | 1-shot mIoU | 1-shot FB-IoU | 5-shot mIoU | 5-shot FB-IoU | all-foreground mIoU |",
+             "|---|---|---|---|---|---|"]
+    folds = results.get("folds", {})
+    for fold in sorted(folds):
+        r = folds[fold]
+        lines.append(f"| {fold} | {r['1shot']['miou']:.2f} | {r['1shot']['fb_iou']:.2f} | "
+                     f"{r['5shot']['miou']:.2f} | {r['5shot']['fb_iou']:.2f} | "
+                     f"{r['all_foreground_1shot']['miou']:.2f} |")
+    if folds:
+        mean = {(s, k): sum(folds[f][s][k] for f in folds) / len(folds)
+                for s in ("1shot", "5shot") for k in ("miou", "fb_iou")}
+        mean_fg = sum(folds[f]["all_foreground_1shot"]["miou"] for f in folds) / len(folds)
+        lines.append(f"| **mean** | **{mean['1shot', 'miou']:.2f}** | "
+                     f"{mean['1shot', 'fb_iou']:.2f} | **{mean['5shot', 'miou']:.2f}** | "
+                     f"{mean['5shot', 'fb_iou']:.2f} | {mean_fg:.2f} |")
+    if "ablation_fold0" in results:
+        lines += ["", "| meta learner (fold 0, 1-shot) | mIoU | FB-IoU |", "|---|---|---|"]
+        for name, r in results["ablation_fold0"].items():
+            lines.append(f"| {name} | {r['miou']:.2f} | {r['fb_iou']:.2f} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--folds", type=int, nargs="+", default=[0, 1, 2, 3])
@@ -117,6 +141,7 @@ def main() -> None:
             print(f"fold {fold}: {json.dumps(row)}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=1))
+    print(markdown(results))
     print(f"results in {args.out.relative_to(REPO_ROOT)}")
 
 
