@@ -330,6 +330,18 @@ def wait_for(predicate: Any, timeout: float, what: str, interval: float = 0.5) -
     raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
+def page_changed(page: Any, lab: Lab, rel: str, before: Any, timeout: float) -> bool:
+    """Wait until the kernel is idle and the page's output snapshot differs from ``before``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        time.sleep(1.0)
+        session = lab.session(rel)
+        idle = session is None or session["kernel"]["execution_state"] == "idle"
+        if idle and page.evaluate(SNAPSHOT_JS) != before:
+            return True
+    return False
+
+
 def interact(page: Any, lab: Lab, rel: str, timeout: float) -> str:
     """Move the first slider (else change the first dropdown); say whether an output changed."""
     before = page.evaluate(SNAPSHOT_JS)
@@ -360,13 +372,8 @@ def interact(page: Any, lab: Lab, rel: str, timeout: float) -> str:
         action = f"dropdown '{name}' changed"
     else:
         return "n/a (no slider/dropdown)"
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        time.sleep(1.0)
-        session = lab.session(rel)
-        idle = session is None or session["kernel"]["execution_state"] == "idle"
-        if idle and page.evaluate(SNAPSHOT_JS) != before:
-            return f"{action}: output changed"
+    if page_changed(page, lab, rel, before, timeout):
+        return f"{action}: output changed"
     return f"{action}: NO output changed within {timeout:.0f} s"
 
 
@@ -389,13 +396,8 @@ def drag_on_figure(page: Any, lab: Lab, rel: str, timeout: float) -> str:
     for x, y in path[1:]:
         page.mouse.move(x, y, steps=8)
     page.mouse.up()
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        time.sleep(1.0)
-        session = lab.session(rel)
-        idle = session is None or session["kernel"]["execution_state"] == "idle"
-        if idle and page.evaluate(SNAPSHOT_JS) != before:
-            return "ipympl figure: a mouse drag redrew it"
+    if page_changed(page, lab, rel, before, timeout):
+        return "ipympl figure: a mouse drag redrew it"
     return f"ipympl figure: a mouse drag changed nothing within {timeout:.0f} s"
 
 
