@@ -25,6 +25,7 @@ from typing import Any
 
 import torch
 
+from msanet_lib.model.baselines import AllForeground
 from msanet_lib.utils import REPO_ROOT, fast_mode
 
 EVAL_EPISODES = 300       # per seed; the paper uses 1000
@@ -39,19 +40,6 @@ def _class_names() -> dict[int, str]:
     for c in toy_classes():
         names[int(c.id)] = str(getattr(c, "name", f"class {c.id}"))
     return names
-
-
-class AllForeground(torch.nn.Module):
-    """Trivial baseline: every query pixel is foreground (no learning, no support used).
-
-    ``forward(x, s_x, s_y)`` -> (final_out, meta_out, None), logits (B, 2, H, W) with the
-    foreground channel higher everywhere.
-    """
-
-    def forward(self, x: torch.Tensor, s_x: torch.Tensor, s_y: torch.Tensor) -> tuple:
-        logits = torch.zeros(x.shape[0], 2, *x.shape[-2:], device=x.device)
-        logits[:, 1] = 1.0
-        return logits, logits, None
 
 
 def _per_class_bars(results: dict[int, Any], names: dict[int, str], path: Path) -> None:

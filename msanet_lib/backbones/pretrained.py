@@ -24,7 +24,8 @@ Accepted sources for :func:`load_imagenet_weights`:
 
 Without a source, the authors' file is looked for at ``<data root>/initmodel/<file>``
 (:func:`default_imagenet_path`; data root = ``$MSANET_DATA`` or ``data/``).
-``resnet_toy`` has no ImageNet weights; it is trained from scratch.
+``resnet_toy``'s "ImageNet" file is the toy world's stage 0 (:mod:`msanet_lib.training.stage0`),
+shipped in the repository at :data:`TOY_PRETRAINED` (a file of format 3).
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ from msanet_lib.backbones.state_dicts import (
     strip_wrapper_prefixes,
 )
 from msanet_lib.backbones.vgg import VGG_STAGE_BOUNDS, VGGBackbone
-from msanet_lib.utils import data_root
+from msanet_lib.utils import REPO_ROOT, data_root
 
 AUTHORS_DOWNLOAD = (
     "The authors' ImageNet backbones (resnet50_v2.pth, resnet101_v2.pth, vgg16_bn.pth) are linked "
@@ -58,6 +59,13 @@ AUTHORS_FILES: dict[str, str] = {
     "resnet101": "resnet101_v2.pth",
     "vgg16_bn": "vgg16_bn.pth",
 }
+# The toy world has no ImageNet: its generic pretraining (stage 0) ships with the repository.
+TOY_PRETRAINED = REPO_ROOT / "checkpoints" / "toy" / "stage0" / "resnet_toy.pth"
+TOY_PRETRAINED_HINT = (
+    "It ships with the repository; recreate it with `python scripts/train_toy_models.py "
+    "stage0` (stage 0, about 15 min on a laptop CPU), or start from scratch with "
+    "--set base.init=scratch."
+)
 TORCHVISION_URLS: dict[str, str] = {
     "resnet50": "https://download.pytorch.org/models/resnet50-0676ba61.pth",
     "resnet101": "https://download.pytorch.org/models/resnet101-63fe2227.pth",
@@ -136,7 +144,10 @@ class WeightsReport:
 
 
 def default_imagenet_path(name: str) -> Path:
-    """Where the authors' ImageNet file for backbone ``name`` is expected by default."""
+    """Where the authors' ImageNet file for backbone ``name`` is expected by default
+    (``resnet_toy``: the shipped stage-0 export)."""
+    if name == "resnet_toy":
+        return TOY_PRETRAINED
     if name not in AUTHORS_FILES:
         raise ValueError(
             f"the backbone {name!r} has no ImageNet weights (train it from scratch); ImageNet "
@@ -180,7 +191,7 @@ def load_imagenet_weights(
     elif str(source) == "torchvision":
         raw, label = _download_torchvision_state_dict(name), "torchvision"
     else:
-        hint = AUTHORS_DOWNLOAD + (
+        hint = TOY_PRETRAINED_HINT if name == "resnet_toy" else AUTHORS_DOWNLOAD + (
             f" Or use torchvision's ImageNet weights for {name} ({TORCHVISION_URLS[name]}; "
             "source='torchvision' downloads them; the deep stem then stays random)."
             if name in TORCHVISION_URLS

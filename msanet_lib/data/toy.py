@@ -83,6 +83,27 @@ def toy_classes() -> list[ToyClass]:
     return out
 
 
+# The pretraining world (stage 0, the toy world's ImageNet) draws its objects from the attribute
+# combinations that are NOT one of the 20 classes, from its own random streams (splits 2, 3), so
+# it never shows a benchmark class nor a benchmark image.
+WORLDS = {"benchmark": {"train": 0, "val": 1}, "pretrain": {"train": 2, "val": 3}}
+
+
+def _attribute_index(c: ToyClass) -> tuple[int, int, int]:
+    return SHAPES.index(c.shape), PATTERNS.index(c.pattern), list(HUES).index(c.hue)
+
+
+def pretrain_combinations() -> list[tuple[int, int, int]]:
+    """The 105 ``(shape, pattern, hue)`` index triples that no toy class uses.
+
+    Label value ``i + 1`` of a pretraining image is combination ``i``; every attribute value
+    occurs, but never in one of the 20 classes' combinations.
+    """
+    used = {_attribute_index(c) for c in toy_classes()}
+    return [(s, p, h) for s in range(len(SHAPES)) for p in range(len(PATTERNS))
+            for h in range(len(HUES)) if (s, p, h) not in used]
+
+
 def voc_palette() -> list[int]:
     """The PASCAL VOC colour map (768 ints), so toy labels look like VOC labels."""
     pal = np.zeros((256, 3), dtype=np.int64)
@@ -213,22 +234,29 @@ def _tones(rng: np.random.Generator, hue: np.ndarray, sat: tuple[float, float],
     return _hsv_to_rgb(h, s, rng.uniform(*light, n)), _hsv_to_rgb(h, s, rng.uniform(*dark, n))
 
 
-def generate_chunk(seed: int, split: str, chunk: int) -> tuple[np.ndarray, np.ndarray,
-                                                              np.ndarray]:
+def generate_chunk(seed: int, split: str, chunk: int, world: str = "benchmark",
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Draw :data:`CHUNK` images on the full ``128 x 128`` canvas.
+
+    ``world="benchmark"`` draws the 20 classes (label = class id); ``world="pretrain"`` draws
+    the same kind of scenes with objects of :func:`pretrain_combinations` (label = combination
+    index + 1) from separate random streams.
 
     Returns:
         images ``(CHUNK, 128, 128, 3) uint8``, labels ``(CHUNK, 128, 128) uint8`` (with the
         255 boundary band) and sizes ``(CHUNK, 2)`` = the (height, width) each image is cut to.
     """
-    split_id = {"train": 0, "val": 1}[split]
-    rng = np.random.default_rng((seed, split_id, chunk))
+    if world not in WORLDS or split not in WORLDS[world]:
+        raise ValueError(f"world={world!r}, split={split!r}: worlds are {list(WORLDS)}, "
+                         "splits train and val.")
+    rng = np.random.default_rng((seed, WORLDS[world][split], chunk))
     n, s, nd, no = CHUNK, CANVAS, MAX_DISTRACTORS, MAX_OBJECTS
     n_layers = nd + no
-    classes = toy_classes()
-    cls_shape = np.array([SHAPES.index(c.shape) for c in classes])
-    cls_pattern = np.array([PATTERNS.index(c.pattern) for c in classes])
-    cls_hue = np.array([HUES[c.hue] for c in classes])
+    table = np.array([_attribute_index(c) for c in toy_classes()] if world == "benchmark"
+                     else pretrain_combinations())
+    n_kinds = len(table)
+    cls_shape, cls_pattern = table[:, 0], table[:, 1]
+    cls_hue = np.array(list(HUES.values()))[table[:, 2]]
     sizes = np.stack([rng.choice(HEIGHTS, n), rng.choice(WIDTHS, n)], axis=1)
     h_img, w_img = sizes[:, 0:1], sizes[:, 1:2]
 
@@ -254,7 +282,7 @@ def generate_chunk(seed: int, split: str, chunk: int) -> tuple[np.ndarray, np.nd
     # grid (so they overlap only partly). Distractors: bars and crescents painted with the
     # same patterns and any hue, labelled background; a quarter of them lie on top.
     n_obj = rng.choice([1, 2, 3], n, p=OBJECT_COUNT_P)
-    cls = np.argsort(rng.random((n, 20)), axis=1)[:, :no]
+    cls = np.argsort(rng.random((n, n_kinds)), axis=1)[:, :no]
     cell = np.argsort(rng.random((n, 9)), axis=1)[:, :no]
     cy = (cell // 3 + rng.uniform(0.15, 0.85, cell.shape)) / 3 * h_img
     cx = (cell % 3 + rng.uniform(0.15, 0.85, cell.shape)) / 3 * w_img
@@ -326,14 +354,15 @@ def generate_chunk(seed: int, split: str, chunk: int) -> tuple[np.ndarray, np.nd
     return images, label, sizes
 
 
-def generate_split(seed: int, split: str, count: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
+def generate_split(seed: int, split: str, count: int, world: str = "benchmark",
+                   ) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """The first ``count`` images and labels of a split, each cut to its own size.
 
-    Image ``i`` depends only on ``(seed, split, i)``, not on ``count``.
+    Image ``i`` depends only on ``(seed, world, split, i)``, not on ``count``.
     """
     images, labels = [], []
     for chunk in range(-(-count // CHUNK)):
-        imgs, labs, sizes = generate_chunk(seed, split, chunk)
+        imgs, labs, sizes = generate_chunk(seed, split, chunk, world)
         for img, lab, (h, w) in zip(imgs, labs, sizes):
             if len(images) == count:
                 break

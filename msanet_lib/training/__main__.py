@@ -5,6 +5,7 @@ Examples::
     msanet-train                                   # toy benchmark, fold 0, 1-shot, both stages
     msanet-train --config pascal_resnet50 --fold 2 --shots 5
     msanet-train --stage meta --shots 5            # reuse the fold's stage-1 base learner
+    msanet-train --stage pretrain --out runs/toy/stage0   # stage 0 (shipped: no need to run)
     msanet-train --resume                          # continue an interrupted run
     msanet-train --set meta.epochs=3 --set runtime.workers=0
     torchrun --nproc_per_node=4 -m msanet_lib.training --config coco_resnet50 --fold 1
@@ -39,7 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="config name in msanet_lib/configs (toy, pascal_resnet50, "
                         "pascal_resnet101, pascal_vgg16_bn, coco_resnet50, coco_resnet101) "
                         "or a YAML path (default: toy)")
-    p.add_argument("--stage", choices=("base", "meta", "both"), default="both")
+    p.add_argument("--stage", choices=("pretrain", "base", "meta", "both"), default="both",
+                   help="pretrain = stage 0 (the toy world's ImageNet), base = stage 1, "
+                        "meta = stage 2, both = stage 1 then stage 2 (default)")
     p.add_argument("--fold", type=int, help="test fold 0..3 (default: the config's)")
     p.add_argument("--shots", type=int, help="support images per episode, e.g. 1 or 5")
     p.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"),

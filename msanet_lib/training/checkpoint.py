@@ -7,7 +7,7 @@ weights_only=True)`` can read (tensors and plain Python values only):
 key                     content
 ======================  =========================================================================
 ``format``              ``"msanet-train-checkpoint"``, ``format_version`` = 1
-``stage``               ``"base"`` (PSPNet, stage 1) or ``"meta"`` (MSANet, stage 2)
+``stage``               ``"pretrain"`` (AttributeNet, stage 0), ``"base"`` (PSPNet, stage 1) or ``"meta"`` (MSANet, stage 2)
 ``config``              the full training config (:meth:`TrainConfig.to_dict`)
 ``model_config``        the MSANetConfig fields of the model (``shots`` included)
 ``state_dict``          model weights (no ``module.``/``_orig_mod.`` prefixes)

@@ -5,6 +5,7 @@ A config file (``msanet_lib/configs/<name>.yaml``) has one section per concern:
 - top level: ``benchmark``, ``fold``, ``shots``, ``seed``, ``data_root``, ``out``;
 - ``model``: the :class:`~msanet_lib.model.msanet.MSANetConfig` fields (``shots`` is copied from the
   top level, so it is given once);
+- ``pretrain``: stage 0, the toy world's generic pretraining (:class:`PretrainStageConfig`);
 - ``base``: stage 1, the PSPNet base learner (:class:`BaseStageConfig`);
 - ``meta``: stage 2, MSANet meta-training (:class:`MetaStageConfig`);
 - ``runtime``: device, mixed precision, workers, logging (:class:`RuntimeConfig`).
@@ -41,6 +42,35 @@ class ConfigError(ValueError):
 
 
 @dataclass
+class PretrainStageConfig:
+    """Stage 0, the toy world's ImageNet: the backbone learns dense shape / pattern / hue labels
+    of generated scenes that never show a benchmark class (:mod:`msanet_lib.data.toy_pretrain`).
+
+    Shared by all folds (it sees no class identity); its export is what ``base.init`` loads for
+    ``resnet_toy``, as the authors' stage 1 loads ``resnet50_v2.pth``. Every group gets
+    ``base_lr`` (from scratch, no 10x head multiplier).
+    """
+
+    epochs: int = 10
+    batch_size: int = 16
+    train_images: int = 6000              # generated in memory once per run (~4 ms per image)
+    val_images: int = 256
+    image_size: int = 128
+    scale_min: float = 0.8
+    scale_max: float = 1.25
+    rotate_min: float = -10.0
+    rotate_max: float = 10.0
+    base_lr: float = 0.02
+    power: float = 0.9
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    head_hidden: int = 64
+    background_weight: float = 0.1        # loss weight of background pixels (87 % of them)
+    samples_per_epoch: int | None = None  # None = every training image once per epoch
+    data_seed: int = 0                    # seed of the generated images
+
+
+@dataclass
 class BaseStageConfig:
     """Stage 1: train the PSPNet base learner on the fold's base classes (BAM's ``train_base.py``).
 
@@ -67,7 +97,8 @@ class BaseStageConfig:
     samples_per_epoch: int | None = None  # None = the whole training list; else a fresh
                                           # random subset of this size every epoch
     max_val_images: int | None = None     # None = every val image; else the first N
-    init: str = "imagenet"                # "imagenet" | "torchvision" | "scratch" | a weights path
+    init: str = "imagenet"                # "imagenet" | "torchvision" | "scratch" | "stage0"
+                                          # (this run's own stage 0) | a weights path
 
 
 @dataclass
@@ -125,6 +156,7 @@ class TrainConfig:
     use_split_coco: bool = True           # COCO-20i interleaved folds (all MSANet COCO configs)
     out: str | None = None                # None = runs/<name>/fold<f>_<k>shot
     model: MSANetConfig = field(default_factory=MSANetConfig)
+    pretrain: PretrainStageConfig = field(default_factory=PretrainStageConfig)
     base: BaseStageConfig = field(default_factory=BaseStageConfig)
     meta: MetaStageConfig = field(default_factory=MetaStageConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
@@ -146,7 +178,7 @@ class TrainConfig:
             raise ConfigError(f"fold={self.fold}: folds are 0..{folds - 1}.")
         if self.shots < 1:
             raise ConfigError(f"shots={self.shots}: need at least one support image.")
-        for stage in ("base", "meta"):
+        for stage in ("pretrain", "base", "meta"):
             sec = getattr(self, stage)
             for key in ("epochs", "batch_size", "image_size"):
                 if getattr(sec, key) < 1:
@@ -155,6 +187,9 @@ class TrainConfig:
                 raise ConfigError(f"{stage}.base_lr={sec.base_lr} must be > 0.")
             if sec.scale_min > sec.scale_max:
                 raise ConfigError(f"{stage}.scale_min must be <= {stage}.scale_max.")
+        for key in ("train_images", "val_images"):
+            if getattr(self.pretrain, key) < 1:
+                raise ConfigError(f"pretrain.{key}={getattr(self.pretrain, key)} must be >= 1.")
         if self.meta.val_episodes < 1:
             raise ConfigError("meta.val_episodes must be >= 1.")
         if self.runtime.workers < 0:

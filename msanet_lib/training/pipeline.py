@@ -2,6 +2,8 @@
 
 Output folder (``cfg.out``, default ``runs/<name>/fold<f>``)::
 
+    pretrain/          stage 0 (``--stage pretrain``, toy world only needs it once: it sees no
+                       class, so every fold can start from the same export.pth)
     base/              stage 1, shared by 1-shot and 5-shot runs of the fold
         last.pth best.pth export.pth log.csv log.jsonl iterations.csv curves.png done.json
     meta_<K>shot/      stage 2 for K shots, same files
@@ -29,7 +31,8 @@ from msanet_lib.training.distributed import DistContext, barrier, init_distribut
 from msanet_lib.training.engine import StageResult, Trainer, seed_all
 from msanet_lib.utils import REPO_ROOT
 
-STAGES = ("base", "meta")
+STAGES = ("base", "meta")          # what ``stage="both"`` runs
+ALL_STAGES = ("pretrain", *STAGES)
 # keys that may change between an interrupted run and its resumption
 _RUNTIME_ONLY = ("runtime", "out")
 
@@ -40,12 +43,18 @@ def run_dir(cfg: TrainConfig) -> Path:
 
 
 def stage_dir(cfg: TrainConfig, stage: str) -> Path:
-    return run_dir(cfg) / ("base" if stage == "base" else f"meta_{cfg.shots}shot")
+    if stage in ("pretrain", "base"):
+        return run_dir(cfg) / stage
+    return run_dir(cfg) / f"meta_{cfg.shots}shot"
 
 
 def _recipe_view(data: dict[str, Any], stage: str) -> dict[str, Any]:
     """The parts of a config that define a stage's result (what must match to resume it)."""
     keep = {k: copy.deepcopy(v) for k, v in data.items() if k not in _RUNTIME_ONLY}
+    if stage == "pretrain":  # fold, shots and the later stages do not change stage 0
+        return {"pretrain": keep.get("pretrain"), "seed": keep.get("seed"),
+                "backbone": keep.get("model", {}).get("backbone")}
+    keep.pop("pretrain", None)  # stage 1 records the weights file it starts from instead
     if stage == "base":
         keep.pop("meta", None)
         keep.pop("shots", None)
@@ -109,6 +118,7 @@ def run_stage(
     stop_at_iteration: int | None = None,
 ) -> dict[str, Any]:
     """Train one stage; returns its summary (also written to ``done.json`` when complete)."""
+    from msanet_lib.training.stage0 import build_pretrain_stage
     from msanet_lib.training.stage1 import build_base_stage
     from msanet_lib.training.stage2 import build_meta_stage
 
@@ -121,8 +131,18 @@ def run_stage(
         return summary
     rt = cfg.runtime
     seed_all(cfg.seed)  # the initial weights of the trainable parts are reproducible too
-    if stage == "base":
-        spec, recipe = build_base_stage(cfg, ctx.device, amp=rt.amp)
+    if stage == "pretrain":
+        spec, recipe = build_pretrain_stage(cfg, ctx.device, amp=rt.amp)
+    elif stage == "base":
+        init = cfg.base.init
+        if init == "stage0":
+            init_path = stage_dir(cfg, "pretrain") / "export.pth"
+            if not init_path.is_file():
+                raise FileNotFoundError(
+                    f"base.init=stage0 needs {init_path}: run `msanet-train --stage pretrain` "
+                    "first with the same --out, or set base.init to a weights file.")
+            init = str(init_path)
+        spec, recipe = build_base_stage(cfg, ctx.device, amp=rt.amp, init=init)
     else:
         base = cfg.meta.base_learner
         if base == "stage1":
@@ -178,9 +198,10 @@ def run_training(
     ctx: DistContext | None = None,
     stop_at_iteration: int | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """Run ``stage`` (``base``, ``meta`` or ``both``) of ``cfg``; returns each stage's summary."""
-    if stage not in (*STAGES, "both"):
-        raise ValueError(f"stage={stage!r}: choose base, meta or both.")
+    """Run ``stage`` (``pretrain``, ``base``, ``meta`` or ``both`` = base then meta) of ``cfg``;
+    returns each stage's summary."""
+    if stage not in (*ALL_STAGES, "both"):
+        raise ValueError(f"stage={stage!r}: choose pretrain, base, meta or both.")
     ctx = ctx or init_distributed(cfg.runtime.device)
     torch.backends.cudnn.benchmark = ctx.device.type == "cuda"
     if ctx.is_main:
@@ -213,4 +234,4 @@ def load_trained_config(path: str | Path) -> TrainConfig:
     return config_from_dict(data)
 
 
-__all__ = ["load_trained_config", "run_dir", "run_stage", "run_training", "stage_dir"]
+__all__ = ["ALL_STAGES", "load_trained_config", "run_dir", "run_stage", "run_training", "stage_dir"]

@@ -39,6 +39,7 @@ def init_backbone(model: PSPNet, init: str) -> str:
 
     if init in ("imagenet", "torchvision"):
         # "imagenet": the authors' deep-stem file in <data root>/initmodel/ (as PSPNet/BAM);
+        # for resnet_toy, the shipped stage-0 export (the toy world's ImageNet);
         # "torchvision": torchvision's weights (downloaded on request; the stem stays random).
         report = load_imagenet_weights(model.backbone, None if init == "imagenet" else init)
         return (f"ImageNet weights for {model.backbone_name} ({len(report.loaded)} tensors from "
@@ -52,11 +53,13 @@ def init_backbone(model: PSPNet, init: str) -> str:
             f"{len(report.missing) + len(report.mismatched)} left as initialised)")
 
 
-def build_base_stage(cfg: TrainConfig, device: torch.device, amp: str = "none") -> tuple[StageSpec, Recipe]:
-    """The stage-1 spec (model, data, step, validation) and recipe from ``cfg.base``."""
+def build_base_stage(cfg: TrainConfig, device: torch.device, amp: str = "none",
+                     init: str | None = None) -> tuple[StageSpec, Recipe]:
+    """The stage-1 spec (model, data, step, validation) and recipe from ``cfg.base``;
+    ``init`` overrides ``cfg.base.init`` (the pipeline resolves ``stage0`` to a file)."""
     b = cfg.base
     model = PSPNet(cfg.model_config()).to(device)
-    init_note = init_backbone(model, b.init)
+    init_note = init_backbone(model, init or b.init)
 
     train_set = base_class_dataset(cfg, split="train", image_size=b.image_size,
                                    scale=(b.scale_min, b.scale_max),

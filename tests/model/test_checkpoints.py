@@ -390,7 +390,11 @@ def test_default_source_is_the_authors_file_under_the_data_root(
     assert pretrained.default_imagenet_path("resnet50") == expected
     with pytest.raises(FileNotFoundError, match="resnet50_v2.pth.*source='torchvision'"):
         load_imagenet_weights(build_backbone("resnet50"))
-    with pytest.raises(ValueError, match="'resnet_toy' has no ImageNet weights"):
+    # resnet_toy's default is the toy world's shipped stage 0, not a file in the data root
+    assert pretrained.default_imagenet_path("resnet_toy") == pretrained.TOY_PRETRAINED
+    missing = tmp_path / "no_stage0.pth"
+    monkeypatch.setattr(pretrained, "TOY_PRETRAINED", missing)
+    with pytest.raises(FileNotFoundError, match="train_toy_models.py stage0"):
         load_imagenet_weights(build_backbone("resnet_toy"))
 
 

@@ -11,6 +11,8 @@ import pytest
 from msanet_lib.training.config import TrainConfig, deep_merge, load_config
 
 TINY: dict[str, Any] = {
+    "pretrain": {"epochs": 2, "batch_size": 4, "image_size": 48, "train_images": 8,
+                 "val_images": 4, "head_hidden": 8},
     "base": {"epochs": 2, "batch_size": 4, "image_size": 48, "samples_per_epoch": 8,
              "max_val_images": 4, "val_batch_size": 4},
     "meta": {"epochs": 2, "batch_size": 4, "image_size": 48, "samples_per_epoch": 12,

@@ -19,6 +19,7 @@ from msanet_lib.training.checkpoint import load_checkpoint
 from msanet_lib.training.config import TrainConfig
 from msanet_lib.training.distributed import DistContext
 from msanet_lib.training.engine import Trainer, seed_all
+from msanet_lib.training.stage0 import build_pretrain_stage
 from msanet_lib.training.stage1 import build_base_stage
 from msanet_lib.training.stage2 import build_meta_stage
 
@@ -27,7 +28,9 @@ CPU = DistContext(device=torch.device("cpu"))
 
 def _trainer(cfg: TrainConfig, stage: str, out: Path) -> Trainer:
     seed_all(cfg.seed)  # same initial weights (the pipeline does the same)
-    if stage == "base":
+    if stage == "pretrain":
+        spec, recipe = build_pretrain_stage(cfg, CPU.device)
+    elif stage == "base":
         spec, recipe = build_base_stage(cfg, CPU.device)
     else:
         spec, recipe = build_meta_stage(cfg, CPU.device, base_learner=None)
@@ -55,12 +58,12 @@ def _assert_same_state(a: dict, b: dict) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("stage", "stop_at"), [("meta", 4), ("base", 2)])
+@pytest.mark.parametrize(("stage", "stop_at"), [("meta", 4), ("base", 2), ("pretrain", 3)])
 def test_interrupted_run_resumes_to_identical_weights(
     tiny_config: Callable[..., TrainConfig], tmp_path: Path, stage: str, stop_at: int
 ) -> None:
     # meta: 3 iterations per epoch, stopped inside epoch 2; base: 2 per epoch, stopped at the
-    # end of epoch 1 before its validation.
+    # end of epoch 1 before its validation; pretrain: 2 per epoch, stopped inside epoch 2.
     cfg = tiny_config()
     straight = _trainer(cfg, stage, tmp_path / "straight")
     initial = {k: v.clone() for k, v in straight.plain_model.state_dict().items()}

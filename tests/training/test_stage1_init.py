@@ -28,8 +28,9 @@ def test_init_from_a_weights_path_copies_every_backbone_tensor(tmp_path: Path) -
 
 def test_imagenet_init_looks_for_the_authors_file_in_the_data_root(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("MSANET_DATA", str(tmp_path))
-    with pytest.raises(ValueError, match="no ImageNet weights"):
-        init_backbone(_toy(), "imagenet")
+    # the toy backbone's "ImageNet" is the shipped stage 0, whatever the data root
+    note = init_backbone(_toy(), "imagenet")
+    assert "stage0" in note and "0 left as initialised" in note
     big = PSPNet(MSANetConfig(backbone="resnet50"))
     with pytest.raises(FileNotFoundError, match="initmodel"):
         init_backbone(big, "imagenet")
