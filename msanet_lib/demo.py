@@ -1,8 +1,8 @@
 """``msanet-demo``: the whole method on a laptop CPU, offline, in about ten minutes.
 
 1. generate the toy benchmark if it is missing (``data/toy``);
-2. train fold 0 with the toy config: stage 1 (the PSPNet base learner, from scratch) and
-   stage 2 (MSANet's meta learner) on 1-shot episodes;
+2. train fold 0 with the toy config: stage 1 (the PSPNet base learner, starting from the shipped
+   stage 0, the toy world's ImageNet) and stage 2 (MSANet's meta learner) on 1-shot episodes;
 3. evaluate it with 1 and 5 shots (5 shots averaged uniformly) with the authors' protocol on the fold's novel classes (fewer episodes);
 4. write figures to ``outputs/``: training curves, episodes with predictions next to the ground
    truth, per-class IoU bars; print the result table.

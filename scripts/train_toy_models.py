@@ -4,6 +4,7 @@
     python scripts/train_toy_models.py train --jobs 2    # 4 folds (stages 1 + 2) + ablation seeds
     python scripts/train_toy_models.py evaluate --folds 0 1   # scores -> checkpoints/toy/results/
     python scripts/train_toy_models.py table             # the README tables from those files
+    python scripts/train_toy_models.py figure            # docs/img/toy_predictions.png
 
 Every run is the project's own command, ``msanet-train`` with the toy config, in its own
 process (``--jobs`` of them side by side, one thread each): stage 0 once in
@@ -295,9 +296,38 @@ def markdown() -> str:
     return "\n".join(lines)
 
 
+@torch.no_grad()
+def figure(fold: int = 0, candidates: int = 64) -> Path:
+    """Fold-0 showcase chosen by measured IoU: the two best, the median and the worst of
+    ``candidates`` validation episodes (seed 510), each titled with its IoU."""
+    from msanet_lib.viz.episodes import draw_episodes
+
+    model, _ = course.load_toy_msanet(fold, 1, verbose=False)
+    data = FewShotDataset(benchmark="toy", fold=fold, split="val", shots=1, seed=SEEDS[0])
+    episodes = [data[i] for i in range(candidates)]
+    batch = collate_episodes(episodes)
+    pred = model(batch["query_img"], batch["support_imgs"], batch["support_masks"])[0].argmax(1)
+    target, valid = batch["query_mask"] == 1, batch["query_mask"] != 255
+    inter = ((pred == 1) & target).flatten(1).sum(1)
+    union = (((pred == 1) & valid) | target).flatten(1).sum(1).clamp_min(1)
+    iou = (inter / union).tolist()
+    order = sorted(range(candidates), key=iou.__getitem__, reverse=True)
+    picks = [(order[0], "best"), (order[1], "2nd best"), (order[candidates // 2], "median"),
+             (order[-1], "worst")]
+    fig = draw_episodes([episodes[i] for i, _ in picks], {c.id: c.name for c in toy_classes()},
+                        prediction=[pred[i] for i, _ in picks],
+                        prediction_titles=[f"prediction ({tag}): IoU {100 * iou[i]:.0f}"
+                                           for i, tag in picks])
+    out = REPO_ROOT / "docs" / "img" / "toy_predictions.png"
+    fig.savefig(out, dpi=110)
+    print(f"{out.relative_to(REPO_ROOT)}: episodes {[i for i, _ in picks]} of {candidates}, IoU "
+          f"{[round(100 * iou[i], 1) for i, _ in picks]}, mean IoU {100 * sum(iou) / candidates:.1f}")
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("command", choices=("stage0", "train", "evaluate", "table"))
+    p.add_argument("command", choices=("stage0", "train", "evaluate", "table", "figure"))
     p.add_argument("--folds", type=int, nargs="+", default=[0, 1, 2, 3])
     p.add_argument("--jobs", type=int, default=2, help="training processes side by side")
     p.add_argument("--train-seeds", type=int, default=3, help="training seeds per ablation row")
@@ -312,6 +342,9 @@ def main() -> None:
         stage0(threads=os.cpu_count() or 1)
     elif args.command == "train":
         train(args.folds, args.train_seeds, args.jobs, not args.no_ablation)
+    elif args.command == "figure":
+        figure()
+        return
     elif args.command == "evaluate":
         RESULTS.mkdir(parents=True, exist_ok=True)
         if not args.ablation_only:

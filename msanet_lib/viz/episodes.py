@@ -38,7 +38,8 @@ def overlay_mask(image: Tensor, mask: Tensor, dim: float = 0.3) -> np.ndarray:
 
 
 def draw_episodes(episodes: Sequence[dict], class_names: dict[int, str] | None = None,
-                  prediction: Sequence[Tensor] | None = None) -> Figure:
+                  prediction: Sequence[Tensor] | None = None,
+                  prediction_titles: Sequence[str] | None = None) -> Figure:
     """A figure with one row per episode: K supports (masks overlaid), the query with its
     target mask, and optionally a predicted mask.
 
@@ -46,6 +47,7 @@ def draw_episodes(episodes: Sequence[dict], class_names: dict[int, str] | None =
         episodes: items of :class:`~msanet_lib.data.FewShotDataset`.
         class_names: class id -> name for the row titles.
         prediction: per episode a ``(H, W)`` 0/1 mask to show in an extra column.
+        prediction_titles: per episode the title of that column (default "prediction").
     """
     if not episodes:
         raise ValueError("draw_episodes needs at least one episode.")
@@ -60,8 +62,8 @@ def draw_episodes(episodes: Sequence[dict], class_names: dict[int, str] | None =
                    f"support {k + 1}") for k in range(shots)]
         panels.append((overlay_mask(ep["query_img"], ep["query_mask"]), f"query: {name}"))
         if prediction is not None:
-            panels.append((overlay_mask(ep["query_img"], torch.as_tensor(prediction[r])),
-                           "prediction"))
+            title = prediction_titles[r] if prediction_titles else "prediction"
+            panels.append((overlay_mask(ep["query_img"], torch.as_tensor(prediction[r])), title))
         for c, (img, title) in enumerate(panels):
             ax = fig.add_subplot(len(episodes), cols, r * cols + c + 1)
             ax.imshow(img)
