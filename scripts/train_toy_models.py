@@ -227,19 +227,24 @@ def evaluate_fold(fold: int, episodes: int, seeds: tuple[int, ...]) -> dict[str,
 
 
 def evaluate_ablation(train_seeds: int, episodes: int, seeds: tuple[int, ...]) -> dict[str, Any]:
+    """Every finished ablation run (up to ``train_seeds`` training seeds per row), scored alike."""
     rows: dict[str, Any] = {}
     for row in ABLATION:
         runs = []
         for s in [TRAIN_SEED + i for i in range(train_seeds)]:
             best = _ablation_dir(row, s) / "meta_1shot" / "best.pth"
+            if not (best.parent / "done.json").is_file():
+                continue  # not trained (yet): reported by the count of runs
             r = _score(_load(best), 0, 1, episodes, seeds)
             r["train_seed"] = s
             runs.append(r)
+        if not runs:
+            continue
         rows[row] = {"runs": runs, **{
-            f"{k}_{stat}": fn([r[k] for r in runs])
+            f"{k}_{stat}": (fn([r[k] for r in runs]) if len(runs) > 1 or stat == "mean" else None)
             for k in ("miou", "fb_iou", "miou_meta")
             for stat, fn in (("mean", statistics.fmean), ("std", statistics.stdev))}}
-        print(row, f"{rows[row]['miou_mean']:.2f} +- {rows[row]['miou_std']:.2f}", flush=True)
+        print(row, f"{rows[row]['miou_mean']:.2f} over {len(runs)} run(s)", flush=True)
     return rows
 
 
@@ -288,11 +293,14 @@ def markdown() -> str:
             p = fold0["prototype_1shot"]
             lines.append(f"| training-free prototype (t = {p['threshold']:.2f}) | "
                          f"{p['miou']:.2f} | {p['fb_iou']:.2f} | - | - |")
+        def cell(r: dict, key: str) -> str:
+            std = r[f"{key}_std"]
+            return f"{r[f'{key}_mean']:.2f}" + (f" +- {std:.2f}" if std is not None else "")
+
         for name, r in rows.items():
-            lines.append(f"| {name} | {r['miou_mean']:.2f} +- {r['miou_std']:.2f} | "
-                         f"{r['fb_iou_mean']:.2f} +- {r['fb_iou_std']:.2f} | "
-                         f"{r['miou_meta_mean']:.2f} +- {r['miou_meta_std']:.2f} | "
-                         f"{len(r['runs'])} |")
+            each = ", ".join(f"{x['miou']:.1f}" for x in r["runs"])
+            lines.append(f"| {name} | {cell(r, 'miou')} ({each}) | {cell(r, 'fb_iou')} | "
+                         f"{cell(r, 'miou_meta')} | {len(r['runs'])} |")
     return "\n".join(lines)
 
 
@@ -334,6 +342,8 @@ def main() -> None:
     p.add_argument("--no-ablation", action="store_true", help="train/evaluate the folds only")
     p.add_argument("--ablation-only", action="store_true", help="evaluate the ablation only")
     p.add_argument("--episodes", type=int, default=1000, help="episodes per test seed")
+    p.add_argument("--ablation-seeds", type=int, default=None,
+                   help="test seeds for the ablation rows (default: --seeds)")
     p.add_argument("--seeds", type=int, default=2,
                    help="how many of the authors' 5 test seeds (510, 365, 382, 322, 988)")
     args = p.parse_args()
@@ -355,7 +365,8 @@ def main() -> None:
                       f"{row['5shot']['miou']:.2f}, prototype {row['prototype_1shot']['miou']:.2f}, "
                       f"base {row['base_miou']:.2f}", flush=True)
         if not args.no_ablation:
-            rows = evaluate_ablation(args.train_seeds, args.episodes, seeds)
+            ab_seeds = tuple(SEEDS[: args.ablation_seeds]) if args.ablation_seeds else seeds
+            rows = evaluate_ablation(args.train_seeds, args.episodes, ab_seeds)
             (RESULTS / "ablation.json").write_text(json.dumps(rows, indent=1))
     print(markdown())
 
