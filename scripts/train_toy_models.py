@@ -276,7 +276,7 @@ def markdown() -> str:
             f"{mean(lambda r: r['all_foreground_1shot']['miou']):.2f} | "
             f"{mean(lambda r: r['base_miou']):.2f} |")
         names = {c.id: c.name for c in toy_classes()}
-        lines += ["", "| fold | novel-class IoU, 1-shot (class id: IoU) |", "|---|---|"]
+        lines += ["", "| fold | novel-class IoU, 1-shot (class: IoU) |", "|---|---|"]
         for fold, r in folds.items():
             cells = ", ".join(f"{names.get(int(c), c)}: {v:.1f}"
                               for c, v in r["1shot"]["class_iou"].items())
