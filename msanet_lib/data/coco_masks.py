@@ -1,7 +1,7 @@
 """COCO instance annotations -> per-image PNG label maps (COCO-20i's input format).
 
 Every few-shot COCO codebase reads one PNG per image whose pixel values are class ids
-1..80 and 0 for background (fss-field.md §3.1). This module writes them from
+1..80 and 0 for background (the convention of PFENet, BAM and HSNet). This module writes them from
 ``instances_{train,val}2014.json`` without needing pycocotools.
 
 Class ids. COCO's 80 category ids run from 1 to 90 with ten gaps

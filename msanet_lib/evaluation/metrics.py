@@ -1,6 +1,6 @@
 """Segmentation metrics of the few-shot protocol: intersection/union, mIoU, FB-IoU, pIoU.
 
-The field's convention (PFENet, BAM, MSANet, HSNet; fss-field.md §2.5) is
+The field's convention (PFENet, BAM, MSANet, HSNet) is
 "accumulate, then divide": intersections and unions are *summed* over episodes and only
 the sums are divided. Per-episode IoUs are never averaged.
 

@@ -1,4 +1,4 @@
-"""The authors' test protocol (msanet-spec.md §2, §4; fss-field.md §2.3-2.7).
+"""The authors' test protocol (BAM's and MSANet's ``test.py``).
 
 For each seed (default the five of BAM/MSANet's ``test.py``: 510, 365, 382, 322, 988):
 
