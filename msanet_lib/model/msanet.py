@@ -2,6 +2,9 @@
 
 The model follows the paper's figure (and the authors' ``model/MSANet.py``; spec sections 1-2):
 
+Its forward reads as the figure: ``encode`` -> ``guidance`` -> ``meta_learner`` ->
+``base_learner`` -> ``ensemble``, and ``forward_record`` keeps every intermediate.
+
 1. A frozen backbone encodes the query and all support images in ONE batch.
 2. Meta learner inputs, at the layer3 resolution (60x60 at 473 px for ResNet):
    - query features   ``down_query(cat[layer3, layer2])``                       (B, 256, h, w)
@@ -21,7 +24,7 @@ weights; multi-similarity and attention are plain shot means.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any, NamedTuple
 
 import torch
@@ -118,6 +121,81 @@ class MSANetTrainOutput(NamedTuple):
     aux_loss2: Tensor
 
 
+class Encoding(NamedTuple):
+    """Stage (1): the frozen backbone's outputs for B episodes of K shots.
+
+    query: layer0..layer4 of the queries, each (B, C_i, h_i, w_i); support: the same for the
+    shots, (B*K, C_i, h_i, w_i), episode-major; blocks: every residual block's output (layer2..4)
+    for the queries then the shots, (B + B*K, C, h, w) each, used by multi-similarity only.
+    """
+
+    query: list[Tensor]
+    support: list[Tensor]
+    blocks: list[Tensor] | tuple[()]
+    episodes: int
+    shots: int
+
+
+@dataclass(frozen=True)
+class GuidanceCues:
+    """Stage (2): what guides the meta learner, at the layer3 size (h, w); rd = reduce_dim.
+
+    query_feat (B, rd, h, w), supp_feat (B, K, rd, h, w), prototypes (B, K, rd, 1, 1) and the
+    K-shot weighted prototype (B, rd, 1, 1); similarity_maps (B, n_blocks, h, w) and their
+    ``hyper_final`` encoding hyper (B, hyper_dim, h, w); priors (B, K, 1, h, w) and prior
+    (B, 1, h, w); gam (B, rd, h, w); scene difference per shot est_val_total (B, K, 1, 1), the
+    K-shot weights kshot_weights (B, K, 1, 1) and their combination est_val (B, 1, 1, 1).
+    Disabled branches (ablations) are None.
+    """
+
+    query_feat: Tensor
+    supp_feat: Tensor
+    prototypes: Tensor
+    prototype: Tensor
+    similarity_maps: Tensor | None
+    hyper: Tensor | None
+    priors: Tensor
+    prior: Tensor
+    gam: Tensor | None
+    est_val_total: Tensor
+    kshot_weights: Tensor
+    est_val: Tensor
+
+    def concatenate(self) -> Tensor:
+        """The meta learner's input (B, 2 rd + hyper_dim + 1 + rd, h, w) = 833 channels at rd 256:
+        query features, tiled prototype, hyper, prior, gam, in the authors' order."""
+        parts = [self.query_feat, self.prototype.expand(-1, -1, *self.query_feat.shape[-2:])]
+        parts += [self.hyper] if self.hyper is not None else []
+        parts.append(self.prior)
+        parts += [self.gam] if self.gam is not None else []
+        dtype = self.query_feat.dtype
+        return torch.cat([t.to(dtype) for t in parts], dim=1)
+
+
+@dataclass(frozen=True)
+class MSANetRecord:
+    """Every intermediate of one forward pass (``MSANet.forward_record``), at the layer3 size.
+
+    cues: :class:`GuidanceCues`; merge_feat: their concatenation; meta_logits_low (B, 2, h, w);
+    base_logits_low (B, C_base, h, w) or None; final_low (B, 2, h, w), the ensemble's scores.
+    """
+
+    cues: GuidanceCues
+    merge_feat: Tensor
+    meta_logits_low: Tensor
+    base_logits_low: Tensor | None
+    final_low: Tensor
+
+    def tensors(self) -> dict[str, Tensor | None]:
+        """Every intermediate by name, in the order of the forward pass (cues first)."""
+        named = {f.name: getattr(self.cues, f.name) for f in fields(self.cues)}
+        return named | {f.name: getattr(self, f.name) for f in fields(self) if f.name != "cues"}
+
+
+def _upsample(t: Tensor, size: torch.Size) -> Tensor:
+    return F.interpolate(t, size=size, mode="bilinear", align_corners=True)
+
+
 def _mid_level(layers: list[Tensor]) -> Tensor:
     """cat[layer3, layer2]; layer2 is resized to layer3's size when they differ (VGG)."""
     l2, l3 = layers[2], layers[3]
@@ -177,6 +255,9 @@ class MSANet(nn.Module):
                 shallow_group_from_last_shot=config.backbone.startswith("vgg"),
             )
             self.hyper_final = hyper_final_head(self.multi_similarity.num_maps, config.hyper_dim)
+        # The training engine sets this once its dataset has checked the episodes, so the hot
+        # path does not pay the host syncs of the value checks at every step.
+        self.trusted_inputs = False
         self.freeze_pretrained()
 
     # ------------------------------------------------------------------ frozen parts
@@ -207,127 +288,7 @@ class MSANet(nn.Module):
                     m.eval()
         return self
 
-    # ------------------------------------------------------------------ forward
-    def forward_features(
-        self,
-        x: Tensor,
-        s_x: Tensor,
-        s_y: Tensor,
-        cat_idx: object | None = None,
-        validate: bool = True,
-    ) -> dict[str, Tensor | None]:
-        """All intermediates of one forward pass (for notebooks and debugging).
-
-        Keys (h, w = layer3 size, B episodes, K shots):
-            query_feat (B, 256, h, w), supp_feat (B, K, 256, h, w), prototypes (B, K, 256, 1, 1),
-            prototype (B, 256, 1, 1), similarity_maps (B, n_maps, h, w), hyper (B, 64, h, w),
-            priors (B, K, 1, h, w), prior (B, 1, h, w), gam (B, 256, h, w), est_val_total
-            (B, K, 1, 1), kshot_weights (B, K, 1, 1), est_val (B, 1, 1, 1), merge_feat
-            (B, 833, h, w), meta_logits_low (B, 2, h, w), base_logits_low (B, C_base, h, w),
-            final_low (B, 2, h, w). Disabled branches give None.
-        """
-        cfg = self.config
-        if validate:
-            cat = validate_episode(
-                x, s_x, s_y, cfg.shots, cat_idx=cat_idx, num_base_classes=cfg.num_base_classes
-            )
-        else:
-            cat = cat_idx
-        b, k = s_x.shape[:2]
-        out: dict[str, Tensor | None] = {}
-
-        with torch.no_grad():
-            # Query and every shot of every episode through the frozen backbone at once.
-            enc = self._backbone(torch.cat([x, s_x.reshape(b * k, *s_x.shape[2:])], dim=0))
-        layers, block_feats = enc
-        del enc
-        q_layers = [t[:b] for t in layers]
-        s_layers = [t[b:] for t in layers]  # (B*K, ...)
-        size = tuple(q_layers[3].shape[-2:])
-
-        mask = (s_y == 1).to(x.dtype)  # 255 (ignore) counts as background, as the authors
-        mask_flat = mask.reshape(b * k, 1, *mask.shape[-2:])
-
-        query_feat = self.down_query(_mid_level(q_layers))
-        supp_feat = self.down_supp(_mid_level(s_layers))  # (B*K, 256, h, w)
-        mask_down = F.interpolate(mask_flat, size=size, mode="bilinear", align_corners=True)
-        prototypes = masked_average_pooling(supp_feat, mask_down).reshape(b, k, -1, 1, 1)
-        out["query_feat"] = query_feat
-        out["supp_feat"] = supp_feat.reshape(b, k, *supp_feat.shape[1:])
-        out["prototypes"] = prototypes
-
-        gam = None
-        if cfg.use_attention:
-            gam = self.gam(supp_feat, mask_flat)
-            gam = gam.reshape(b, k, *gam.shape[1:]).mean(dim=1)
-        out["gam"] = gam
-
-        similarity_maps = hyper = None
-        if cfg.use_multi_similarity:
-            s_feats = [t[b:].reshape(b, k, *t.shape[1:]) for t in block_feats]
-            q_feats = [t[:b] for t in block_feats]
-            similarity_maps = self.multi_similarity(q_feats, s_feats, mask)
-            hyper = self.hyper_final(similarity_maps)
-            del q_feats, s_feats
-        # The per-block features are the bulk of the backbone's memory (about 220 MB per
-        # ResNet-50 image at 473 px); release them before the decoder runs.
-        del block_feats
-        out["similarity_maps"] = similarity_maps
-        out["hyper"] = hyper
-
-        s_low = s_layers[2].reshape(b, k, *s_layers[2].shape[1:])
-        est_val_total = scene_difference(q_layers[2], s_low)
-        weights = kshot_weights(est_val_total, getattr(self, "kshot_rw", None), cfg.kshot_order)
-        est_val = (weights * est_val_total).sum(dim=1, keepdim=True)
-        out["est_val_total"], out["kshot_weights"], out["est_val"] = est_val_total, weights, est_val
-
-        s_high = s_layers[4].reshape(b, k, *s_layers[4].shape[1:])
-        priors = prior_mask(q_layers[4], s_high, mask, size)
-        w5 = weights[..., None]  # (B, K, 1, 1, 1)
-        prior = (w5 * priors).sum(dim=1)
-        prototype = (w5 * prototypes).sum(dim=1)
-        out["priors"], out["prior"], out["prototype"] = priors, prior, prototype
-
-        parts = [query_feat, prototype.expand(-1, -1, *size)]
-        if hyper is not None:
-            parts.append(hyper)
-        parts.append(prior)
-        if gam is not None:
-            parts.append(gam)
-        dtype = query_feat.dtype
-        merge_feat = torch.cat([p.to(dtype) for p in parts], dim=1)
-        out["merge_feat"] = merge_feat
-
-        q = self.ASPP_meta(self.init_merge(merge_feat))
-        q = self.res1_meta(q)
-        q = self.res2_meta(q) + q
-        meta_logits = self.cls_meta(q)
-        out["meta_logits_low"] = meta_logits
-
-        base_logits = None
-        if cfg.use_base_learner:
-            with torch.no_grad():
-                base_logits = self.learner_base(q_layers[4])
-        out["base_logits_low"] = base_logits
-
-        exclude = None
-        if self.training and cfg.use_base_learner:
-            if cat is None:
-                raise ValueError(
-                    "cat_idx ((B,) base-class index of each episode) is required in training mode "
-                    "to exclude the episode's own class from the base learner's map"
-                )
-            exclude = cat.to(x.device) + 1
-        out["final_low"] = ensemble(
-            meta_logits,
-            est_val,
-            self.gram_merge,
-            getattr(self, "cls_merge", None),
-            base_logits,
-            exclude,
-        )
-        return out
-
+    # ------------------------------------------------------------------ forward, as Fig. 2
     def forward(
         self,
         x: Tensor,
@@ -337,34 +298,145 @@ class MSANet(nn.Module):
         y_b: Tensor | None = None,
         cat_idx: object | None = None,
     ) -> MSANetOutput | MSANetTrainOutput:
-        """See the class docstring."""
+        """See the class docstring. Checks its inputs unless ``self.trusted_inputs`` is set."""
         cfg = self.config
-        cat = validate_episode(
-            x,
-            s_x,
-            s_y,
-            cfg.shots,
-            y_m=y_m,
-            y_b=y_b,
-            cat_idx=cat_idx,
-            num_base_classes=cfg.num_base_classes,
-            training=self.training,
-        )
-        feats = self.forward_features(x, s_x, s_y, cat, validate=False)
+        cat = cat_idx
+        if not self.trusted_inputs:
+            cat = validate_episode(x, s_x, s_y, cfg.shots, y_m=y_m, y_b=y_b, cat_idx=cat_idx,
+                                   num_base_classes=cfg.num_base_classes, training=self.training)
+        record = self._record(x, s_x, s_y, cat)
         size = x.shape[-2:]
-
-        def up(t: Tensor | None) -> Tensor | None:
-            if t is None:
-                return None
-            return F.interpolate(t, size=size, mode="bilinear", align_corners=True)
-
-        final_out = up(feats["final_low"])
-        meta_out = up(feats["meta_logits_low"])
-        base_out = up(feats["base_logits_low"])
+        final_out = _upsample(record.final_low, size)
+        meta_out = _upsample(record.meta_logits_low, size)
+        base_out = _upsample(record.base_logits_low, size) if record.base_logits_low is not None else None
         if not self.training:
             return MSANetOutput(final_out, meta_out, base_out)
         losses = msanet_losses(final_out, meta_out, base_out, y_m, y_b)
         return MSANetTrainOutput(final_out.argmax(dim=1), *losses)
+
+    def forward_record(
+        self, x: Tensor, s_x: Tensor, s_y: Tensor, cat_idx: object | None = None
+    ) -> MSANetRecord:
+        """One forward pass with every intermediate kept (notebooks, tests, debugging).
+
+        Same inputs and checks as ``forward``; returns an :class:`MSANetRecord` at the layer3
+        size instead of upsampled outputs.
+        """
+        cat = validate_episode(x, s_x, s_y, self.config.shots, cat_idx=cat_idx,
+                               num_base_classes=self.config.num_base_classes)
+        return self._record(x, s_x, s_y, cat)
+
+    def _record(self, x: Tensor, s_x: Tensor, s_y: Tensor, cat: Tensor | None) -> MSANetRecord:
+        """The paper's figure, top to bottom, on already checked inputs."""
+        mask = (s_y == 1).to(x.dtype)  # 255 (ignore) counts as background, as the authors
+        encoding = self.encode(x, s_x)
+        cues = self.guidance(encoding, mask)
+        # The per-block features are the bulk of the backbone's memory (about 220 MB per
+        # ResNet-50 image at 473 px): drop them before the decoder runs.
+        encoding = encoding._replace(blocks=())
+        merge_feat = cues.concatenate()
+        meta_logits = self.meta_learner(merge_feat)
+        base_logits = self.base_learner(encoding)
+        final = self.ensemble(meta_logits, cues.est_val, base_logits, cat)
+        return MSANetRecord(cues, merge_feat, meta_logits, base_logits, final)
+
+    def encode(self, x: Tensor, s_x: Tensor) -> Encoding:
+        """(1) The frozen backbone on the query and every shot of every episode in one batch.
+
+        x: (B, 3, H, W), s_x: (B, K, 3, H, W) -> :class:`Encoding`.
+        """
+        b, k = s_x.shape[:2]
+        with torch.no_grad():
+            layers, blocks = self._backbone(torch.cat([x, s_x.reshape(b * k, *s_x.shape[2:])]))
+        return Encoding([t[:b] for t in layers], [t[b:] for t in layers], blocks, b, k)
+
+    def guidance(self, encoding: Encoding, mask: Tensor) -> GuidanceCues:
+        """(2) The guidance the meta learner receives, at the layer3 size (h, w).
+
+        mask: (B, K, H, W) float support masks (1 = target). Prototype: masked average pooling
+        ``p = sum(F * M) / sum(M)`` of ``down_supp`` features; multi-similarity: per-block cosine
+        maps of the query against the masked support; prior: PFENet's max-cosine map on layer4;
+        attention: GAM-gated support features. The K shots' prototypes and priors are combined
+        with the K-shot weights of the scene difference (BAM); multi-similarity and attention
+        are plain shot means.
+        """
+        cfg, b, k = self.config, encoding.episodes, encoding.shots
+        q, s = encoding.query, encoding.support
+        size = tuple(q[3].shape[-2:])
+        mask_flat = mask.reshape(b * k, 1, *mask.shape[-2:])
+
+        query_feat = self.down_query(_mid_level(q))
+        supp_feat = self.down_supp(_mid_level(s))  # (B*K, rd, h, w)
+        mask_low = F.interpolate(mask_flat, size=size, mode="bilinear", align_corners=True)
+        prototypes = masked_average_pooling(supp_feat, mask_low).reshape(b, k, -1, 1, 1)
+
+        similarity_maps = hyper = None
+        if cfg.use_multi_similarity:
+            blocks = encoding.blocks
+            q_blocks = [t[:b] for t in blocks]
+            s_blocks = [t[b:].reshape(b, k, *t.shape[1:]) for t in blocks]
+            similarity_maps = self.multi_similarity(q_blocks, s_blocks, mask)
+            hyper = self.hyper_final(similarity_maps)
+
+        priors = prior_mask(q[4], s[4].reshape(b, k, *s[4].shape[1:]), mask, size)
+
+        gam = None
+        if cfg.use_attention:
+            gam = self.gam(supp_feat, mask_flat)
+            gam = gam.reshape(b, k, *gam.shape[1:]).mean(dim=1)
+
+        est_val_total = scene_difference(q[2], s[2].reshape(b, k, *s[2].shape[1:]))
+        weights = kshot_weights(est_val_total, getattr(self, "kshot_rw", None), cfg.kshot_order)
+        w5 = weights[..., None]  # (B, K, 1, 1, 1)
+        return GuidanceCues(
+            query_feat=query_feat,
+            supp_feat=supp_feat.reshape(b, k, *supp_feat.shape[1:]),
+            prototypes=prototypes,
+            prototype=(w5 * prototypes).sum(dim=1),
+            similarity_maps=similarity_maps,
+            hyper=hyper,
+            priors=priors,
+            prior=(w5 * priors).sum(dim=1),
+            gam=gam,
+            est_val_total=est_val_total,
+            kshot_weights=weights,
+            est_val=(weights * est_val_total).sum(dim=1, keepdim=True),
+        )
+
+    def meta_learner(self, merge_feat: Tensor) -> Tensor:
+        """(3) ``init_merge`` -> ``ASPP_meta`` -> ``res1_meta`` -> ``res2_meta`` (+ skip) -> ``cls_meta``.
+
+        merge_feat: (B, C_merge, h, w) -> meta logits (B, 2, h, w).
+        """
+        q = self.res1_meta(self.ASPP_meta(self.init_merge(merge_feat)))
+        q = self.res2_meta(q) + q
+        return self.cls_meta(q)
+
+    def base_learner(self, encoding: Encoding) -> Tensor | None:
+        """(4) The frozen PSPNet head on the query's layer4: (B, C_base, h, w), or None."""
+        if not self.config.use_base_learner:
+            return None
+        with torch.no_grad():
+            return self.learner_base(encoding.query[4])
+
+    def ensemble(
+        self, meta_logits: Tensor, est_val: Tensor, base_logits: Tensor | None, cat: Tensor | None
+    ) -> Tensor:
+        """(5) BAM's ensemble: the scene difference and the base classes' mass adjust the meta map.
+
+        In training the episode's own class is removed from the base map (``cat``: (B,) base-class
+        indices). Returns (B, 2, h, w).
+        """
+        exclude = None
+        if self.training and base_logits is not None:
+            if cat is None:
+                raise ValueError(
+                    "cat_idx ((B,) base-class index of each episode) is required in training mode "
+                    "to exclude the episode's own class from the base learner's map"
+                )
+            exclude = cat.to(meta_logits.device) + 1
+        return ensemble(meta_logits, est_val, self.gram_merge, getattr(self, "cls_merge", None),
+                        base_logits, exclude)
 
     def extra_repr(self) -> str:
         c = self.config

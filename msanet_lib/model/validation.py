@@ -25,14 +25,25 @@ def _require_ndim(name: str, t: Tensor, ndim: int, expected: str) -> None:
 
 
 def _require_label_dtype(name: str, t: Tensor) -> None:
+    if t.dtype == torch.bool:
+        # True/False cannot say "ignore": a 0/255 mask cast to bool turns its 255 border into
+        # foreground without any error.
+        raise ValueError(f"{name} is a bool tensor; pass integer labels 0/1 with 255 = ignore "
+                         f"(for a plain binary mask: {name}.long())")
     if t.is_complex():
-        raise ValueError(f"{name} must be an integer, bool or float label tensor, got {t.dtype}")
+        raise ValueError(f"{name} must be an integer or float label tensor, got {t.dtype}")
+
+
+def _require_finite(name: str, t: Tensor) -> None:
+    finite = torch.isfinite(t)
+    if not bool(finite.all()):
+        bad = int((~finite).sum())
+        raise ValueError(f"{name} holds {bad} NaN or Inf value(s) of {t.numel()}; every output "
+                         "would be NaN. Check how the images were loaded and normalised.")
 
 
 def check_mask_values(name: str, t: Tensor, allowed: Sequence[int] = MASK_VALUES) -> None:
     """Raise if ``t`` holds values other than ``allowed`` (default 0, 1 and 255 = ignore)."""
-    if t.dtype == torch.bool:
-        return
     ok = torch.isin(t, torch.tensor(list(allowed), dtype=t.dtype, device=t.device))
     if not bool(ok.all()):
         bad = torch.unique(t[~ok])[:5].tolist()
@@ -58,7 +69,9 @@ def validate_episode(
     Expected:
         x: (B, 3, H, W) floating query images.
         s_x: (B, K, 3, H, W) floating support images, K == ``shots``.
-        s_y: (B, K, H, W) support labels with values 0/1/255 (int, bool or float dtype).
+        s_y: (B, K, H, W) support labels with values 0/1/255 (integer or float dtype, not bool),
+            with at least one foreground pixel in the batch when 255 pixels are present.
+        x and s_x must be finite (NaN or Inf anywhere would make every output NaN).
         y_m: (B, H, W) binary query label 0/1/255 (required in training).
         y_b: (B, H, W) base-class label 0..num_base_classes-1 or 255 (optional).
         cat_idx: (B,) tensor of base-class indices, or the authors' ``[tensor]`` list
@@ -94,6 +107,14 @@ def validate_episode(
             f"got {tuple(s_y.shape)}"
         )
     check_mask_values("s_y", s_y)
+    _require_finite("x", x)
+    _require_finite("s_x", s_x)
+    if not bool((s_y == 1).any()) and bool((s_y == 255).any()):
+        raise ValueError(
+            "s_y has no foreground pixel (1) but has 255 pixels, which mean 'ignore': is it a "
+            "0/255 mask? Use 1 for the object (e.g. (mask == 255).long()), 255 only for pixels "
+            "to ignore."
+        )
     if y_m is not None:
         y_m = _require_tensor("y_m", y_m, f"(B, H, W) = {(b, h, w)}")
         _require_label_dtype("y_m", y_m)

@@ -308,6 +308,36 @@ class Trainer:
         self.history: list[dict[str, Any]] = []
         self.epoch_sums: dict[str, float] = {}
         self.epoch_count = 0
+        self._sums: torch.Tensor | None = None  # running epoch_sums on the device
+        self._sum_keys: list[str] = []
+        self._checked_at = 0  # last iteration whose losses were read on the host
+
+    # --- loss accounting without per-step host syncs ------------------------------------------
+    def _accumulate(self, parts: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """Add one step's losses to the device-side epoch sums; return them stacked (detached)."""
+        # float64 keeps the sums identical to adding Python floats (MPS has no float64)
+        dtype = torch.float32 if self.ctx.device.type == "mps" else torch.float64
+        step = torch.stack([v.detach().to(dtype) for v in parts.values()])
+        if self._sums is None:
+            self._sum_keys = list(parts)
+            self._sums = torch.tensor([self.epoch_sums.get(k, 0.0) for k in parts], dtype=dtype,
+                                      device=step.device)
+        self._sums += step
+        return step
+
+    def _check_finite(self, step: torch.Tensor | None = None) -> dict[str, float]:
+        """Read the epoch sums (and this step's losses) on the host; raise if any is not finite."""
+        if self._sums is None:
+            return {}
+        sums = self._sums.tolist()
+        self.epoch_sums = dict(zip(self._sum_keys, sums))
+        values = dict(zip(self._sum_keys, step.tolist())) if step is not None else {}
+        if not all(math.isfinite(v) for v in [*sums, *values.values()]):
+            raise FloatingPointError(
+                f"{self.spec.name} stage: the loss became inf or NaN between iterations "
+                f"{self._checked_at + 1} and {self.iteration}; lower base_lr or use --amp none.")
+        self._checked_at = self.iteration
+        return values
 
     # --- checkpoints -----------------------------------------------------------------------
     def _metrics(self) -> dict[str, Any]:
@@ -316,6 +346,7 @@ class Trainer:
                 "epoch_sums": self.epoch_sums, "epoch_count": self.epoch_count}
 
     def save(self, path: Path, rng: Mapping[str, Any] | None = None) -> None:
+        self._check_finite()  # every rank: brings the device-side loss sums into epoch_sums
         if not self.ctx.is_main:
             return
         save_checkpoint(
@@ -355,6 +386,7 @@ class Trainer:
         self.keep_epoch = int(m.get("keep_epoch", 0))
         self.history = list(m.get("history", []))
         self.epoch_sums = dict(m.get("epoch_sums", {}))
+        self._sums = None
         self.epoch_count = int(m.get("epoch_count", 0))
         restore_rng_state(ckpt["rng"])
         if self.ctx.distributed and self.ctx.rank:
@@ -387,6 +419,25 @@ class Trainer:
             self.resume(resume)
         start = time.time()
         interrupted = False
+        # The batches come from the project's datasets, which build valid 0/1/255 labels: the
+        # model skips its per-call value checks (host syncs) for the engine's steps only.
+        trusted = getattr(self.plain_model, "trusted_inputs", None)
+        if trusted is not None:
+            self.plain_model.trusted_inputs = True
+        try:
+            interrupted = self._fit_epochs(stop_at_iteration)
+        finally:
+            if trusted is not None:
+                self.plain_model.trusted_inputs = trusted
+        if self.log is not None:
+            self.log.close()
+        barrier(self.ctx)
+        return StageResult(self.best_score, self.best_epoch, self.epoch, self.iteration,
+                           interrupted, self.last_path, self.best_path, time.time() - start)
+
+    def _fit_epochs(self, stop_at_iteration: int | None) -> bool:
+        """The epoch loop of ``fit``; returns True if training was interrupted."""
+        interrupted = False
         with _StopFlag() as stop:
             for epoch in range(self.epoch, self.recipe.epochs):
                 start_batch = self.iteration - epoch * self.iters_per_epoch
@@ -395,7 +446,7 @@ class Trainer:
                         break
                     self.keep_epoch += 1
                     seed_all(self.seed + epoch + 7919 * self.ctx.rank)
-                    self.epoch_sums, self.epoch_count = {}, 0
+                    self.epoch_sums, self.epoch_count, self._sums = {}, 0, None
                 interrupted = self._train_epoch(epoch, start_batch, stop, stop_at_iteration)
                 if interrupted:
                     break
@@ -405,11 +456,7 @@ class Trainer:
                 if self.log is not None:
                     self.log.log_epoch(record)
                 self.save(self.last_path)
-        if self.log is not None:
-            self.log.close()
-        barrier(self.ctx)
-        return StageResult(self.best_score, self.best_epoch, self.epoch, self.iteration,
-                           interrupted, self.last_path, self.best_path, time.time() - start)
+        return interrupted
 
     def _train_epoch(self, epoch: int, start_batch: int, stop: _StopFlag,
                      stop_at_iteration: int | None) -> bool:
@@ -435,21 +482,19 @@ class Trainer:
                 self.scaler.step(self.optimizer)
                 self.scaler.update()
 
-                values = {"loss": float(out.loss.detach())}
-                values.update({k: float(v.detach()) for k, v in out.parts.items()})
-                if not all(math.isfinite(v) for v in values.values()):
-                    raise FloatingPointError(
-                        f"{self.spec.name} stage: loss became {values} at iteration "
-                        f"{self.iteration}; lower base_lr or use --amp none.")
-                for k, v in values.items():
-                    self.epoch_sums[k] = self.epoch_sums.get(k, 0.0) + v
+                # Loss parts are summed on the device; the host reads them (one sync) only at
+                # log points and at the epoch's end, not once per part per step.
+                step_losses = self._accumulate({"loss": out.loss, **out.parts})
                 self.epoch_count += 1
                 if bar is not None:
                     bar.update(1)
-                    bar.set_postfix(loss=f"{values['loss']:.3f}", lr=f"{max(lrs):.2e}")
-                if self.log is not None and self.iteration % self.log_every == 0:
-                    self.log.log_iteration({"iteration": self.iteration, "epoch": epoch + 1,
-                                            "loss": values["loss"], "lr": max(lrs)})
+                if self.iteration % self.log_every == 0:
+                    values = self._check_finite(step_losses)
+                    if bar is not None:
+                        bar.set_postfix(loss=f"{values['loss']:.3f}", lr=f"{max(lrs):.2e}")
+                    if self.log is not None:
+                        self.log.log_iteration({"iteration": self.iteration, "epoch": epoch + 1,
+                                                "loss": values["loss"], "lr": max(lrs)})
                 if (self.recipe.half_epoch_val and self.recipe.epochs <= 100 and epoch > 0
                         and i == half):
                     self._validate(epoch + 0.5)
@@ -477,6 +522,7 @@ class Trainer:
 
     def _end_epoch(self, epoch: int) -> dict[str, Any]:
         """Validate, update best/early-stopping state, and build the epoch's log record."""
+        self._check_finite()
         n = max(self.epoch_count, 1)
         record: dict[str, Any] = {"epoch": epoch + 1, "iteration": self.iteration,
                                   "lr": max(self.schedule.group_lrs(self.iteration,

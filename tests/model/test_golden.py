@@ -66,9 +66,11 @@ def run_model(model: MSANet, data: dict, dtype: torch.dtype) -> dict[str, torch.
     model = model.to(dtype)
     x, s_x = data["x"].to(dtype), data["s_x"].to(dtype)
     with torch.no_grad():
-        feats = model.forward_features(x, s_x, data["s_y"])
+        record = model.forward_record(x, s_x, data["s_y"])
         out = model(x, s_x, data["s_y"])
-    result = {key: feats[key] for key in KEYS} | {key: getattr(out, key) for key in OUTPUTS}
+    result = {"similarity_maps": record.cues.similarity_maps, "merge_feat": record.merge_feat,
+              "meta_logits_low": record.meta_logits_low, "base_logits_low": record.base_logits_low}
+    result |= {key: getattr(out, key) for key in OUTPUTS}
     return {key: value.double() for key, value in result.items()}
 
 

@@ -67,8 +67,8 @@ def test_shot_order_only_matters_through_kshot_weights() -> None:
     assert torch.allclose(a, b, atol=1e-5)
     authors = _model(3).eval()  # identity gather: weights follow the shot position instead
     with torch.no_grad():
-        wa = authors.forward_features(ep["x"], ep["s_x"], ep["s_y"])["kshot_weights"]
-        wb = authors.forward_features(ep["x"], ep["s_x"][:, perm], ep["s_y"][:, perm])["kshot_weights"]
+        wa = authors.forward_record(ep["x"], ep["s_x"], ep["s_y"]).cues.kshot_weights
+        wb = authors.forward_record(ep["x"], ep["s_x"][:, perm], ep["s_y"][:, perm]).cues.kshot_weights
     assert torch.allclose(wa, wb)
 
 
@@ -106,12 +106,12 @@ def test_training_ensemble_excludes_episode_class() -> None:
     with torch.no_grad():
         model.cls_merge.weight.copy_(torch.tensor([1.0, -2.0]).reshape(1, 2, 1, 1))
     ep = _episode()
-    feats = model.forward_features(ep["x"], ep["s_x"], ep["s_y"], ep["cat_idx"])
-    args = (feats["meta_logits_low"], feats["est_val"], model.gram_merge, model.cls_merge, feats["base_logits_low"])
-    assert torch.allclose(feats["final_low"], ensemble(*args, exclude=ep["cat_idx"] + 1))
-    assert not torch.allclose(feats["final_low"], ensemble(*args))
+    record = model.forward_record(ep["x"], ep["s_x"], ep["s_y"], ep["cat_idx"])
+    args = (record.meta_logits_low, record.cues.est_val, model.gram_merge, model.cls_merge, record.base_logits_low)
+    assert torch.allclose(record.final_low, ensemble(*args, exclude=ep["cat_idx"] + 1))
+    assert not torch.allclose(record.final_low, ensemble(*args))
     with pytest.raises(ValueError, match="cat_idx"):
-        model.forward_features(ep["x"], ep["s_x"], ep["s_y"])
+        model.forward_record(ep["x"], ep["s_x"], ep["s_y"])
 
 
 @pytest.mark.parametrize("training", [False, True])
@@ -134,26 +134,26 @@ def test_ablation_switches_shrink_merge_and_drop_base() -> None:
     ep = _episode()
     with torch.no_grad():
         out = base_only(ep["x"], ep["s_x"], ep["s_y"])
-        feats = base_only.forward_features(ep["x"], ep["s_x"], ep["s_y"])
-    assert out.base_out is None and feats["similarity_maps"] is None and feats["gam"] is None
-    expected = ensemble(feats["meta_logits_low"], feats["est_val"], base_only.gram_merge)
-    assert torch.allclose(feats["final_low"], expected)
+        feats = base_only.forward_record(ep["x"], ep["s_x"], ep["s_y"])
+    assert out.base_out is None and feats.cues.similarity_maps is None and feats.cues.gam is None
+    expected = ensemble(feats.meta_logits_low, feats.cues.est_val, base_only.gram_merge)
+    assert torch.allclose(feats.final_low, expected)
     base_only.train()
     losses = _train_step(base_only, ep)
     assert losses.aux_loss2.item() == 0.0 and torch.isfinite(losses.main_loss)
 
 
-def test_forward_features_shapes() -> None:
+def test_forward_record_shapes() -> None:
     model = _model(2).eval()
     ep = _episode(2, 2)
     with torch.no_grad():
-        f = model.forward_features(ep["x"], ep["s_x"], ep["s_y"])
-    h = f["query_feat"].shape[-1]
-    assert f["merge_feat"].shape == (2, 2 * 32 + 8 + 1 + 32, h, h)
-    assert f["similarity_maps"].shape == (2, 6, h, h)  # resnet_toy groups (2, 2, 2)
-    assert f["kshot_weights"].shape == (2, 2, 1, 1)
-    assert torch.allclose(f["kshot_weights"].sum(1), torch.ones(2, 1, 1))
-    assert f["prior"].min() >= 0 and f["prior"].max() <= 1 + 1e-6
+        f = model.forward_record(ep["x"], ep["s_x"], ep["s_y"])
+    h = f.cues.query_feat.shape[-1]
+    assert f.merge_feat.shape == (2, 2 * 32 + 8 + 1 + 32, h, h)
+    assert f.cues.similarity_maps.shape == (2, 6, h, h)  # resnet_toy groups (2, 2, 2)
+    assert f.cues.kshot_weights.shape == (2, 2, 1, 1)
+    assert torch.allclose(f.cues.kshot_weights.sum(1), torch.ones(2, 1, 1))
+    assert f.cues.prior.min() >= 0 and f.cues.prior.max() <= 1 + 1e-6
 
 
 def test_channels_last_and_bfloat16_autocast() -> None:
@@ -191,6 +191,11 @@ def test_channels_last_and_bfloat16_autocast() -> None:
         (lambda e: e.update(y_b=e["y_b"][:, :-1]), "y_b must have shape"),
         (lambda e: e.update(cat_idx=torch.tensor([0.5, 1.0])), "cat_idx"),
         (lambda e: e.update(cat_idx=torch.tensor([0, 15])), "cat_idx values"),
+        (lambda e: e["x"].__setitem__((0, 0, 0, 0), float("nan")), "x holds 1 NaN"),
+        (lambda e: e["s_x"].__setitem__((1, 1, 2, 3, 3), float("inf")), "s_x holds 1 NaN or Inf"),
+        (lambda e: e.update(s_y=e["s_y"] == 1), "s_y is a bool tensor"),
+        (lambda e: e.update(y_m=e["y_m"] == 1), "y_m is a bool tensor"),
+        (lambda e: e.update(s_y=(e["s_y"] == 1).long() * 255), "0/255 mask"),
     ],
 )
 def test_validation_errors(change: object, match: str) -> None:
@@ -208,3 +213,23 @@ def test_config_validation() -> None:
         MSANetConfig(kshot_order="sorted")
     with pytest.raises(ValueError, match="shots"):
         MSANetConfig(shots=0)
+
+
+def test_forward_is_the_upsampled_record_and_trusted_inputs_skip_only_the_checks() -> None:
+    model = _model(2).eval()
+    ep = _episode(2, 2)
+    with torch.no_grad():
+        out = model(ep["x"], ep["s_x"], ep["s_y"])
+        record = model.forward_record(ep["x"], ep["s_x"], ep["s_y"])
+        size = ep["x"].shape[-2:]
+        up = torch.nn.functional.interpolate(record.final_low, size=size, mode="bilinear",
+                                             align_corners=True)
+        torch.testing.assert_close(out.final_out, up)
+        assert record.merge_feat.shape[1] == model.init_merge[0].in_channels
+        bad = ep["s_y"].clone()
+        bad[0, 0, 0, 0] = 7  # not a label value
+        with pytest.raises(ValueError, match="s_y"):
+            model(ep["x"], ep["s_x"], bad)
+        model.trusted_inputs = True
+        model(ep["x"], ep["s_x"], bad)  # the engine's path: no value check, no host sync
+        torch.testing.assert_close(model(ep["x"], ep["s_x"], ep["s_y"]).final_out, out.final_out)
