@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -83,33 +84,83 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
     else:
         model_config, train_config = ckpt.get("config"), {}
     if not isinstance(model_config, dict):
+        if any(str(k).split(".", 1)[-1].startswith("down_query") for k in ckpt["state_dict"]):
+            raise ValueError(
+                f"--checkpoint {path} looks like one of the authors' MSANet checkpoints (no "
+                "model config, their key names): add --authors, with --benchmark pascal|coco.")
         raise ValueError(f"--checkpoint {path} holds no model config; it cannot be rebuilt.")
     return {"model_config": model_config, "state_dict": ckpt["state_dict"],
             "train_config": train_config}
 
 
-def build_model(args: argparse.Namespace, path: Path, benchmark: str) -> tuple[nn.Module, dict]:
+_AUTHORS_NAME = re.compile(r"(?P<backbone>resnet50|resnet101|vgg)_(?P<shots>\d+)_(?P<fold>[0-3])_[\d.]+\.pth?$")
+_AUTHORS_PICKLE = re.compile(r"(?P<benchmark>pascal|coco)_split(?P<fold>[0-3])_(?P<backbone>resnet50|resnet101|vgg)_")
+_BACKBONE_NAMES = {"resnet50": "resnet50", "resnet101": "resnet101", "vgg": "vgg16_bn"}
+
+
+def authors_file_hints(path: Path) -> dict[str, Any]:
+    """What the authors' naming says about a checkpoint: benchmark, fold, backbone, shots.
+
+    Their configs name MSANet files ``{backbone}_{shot}_{split}_{mIoU}.pth`` (e.g.
+    ``resnet101_5_0_0.7415.pth``), their first release ``pascal_split0_resnet50_0.6925.pt``, and
+    their folders ``exp/{pascal|coco}/MSANet/split{s}/{backbone}/snapshot/``. Returns only the keys
+    the path reveals.
+    """
+    hints: dict[str, Any] = {}
+    for part in path.parts[:-1]:
+        if part in ("pascal", "coco"):
+            hints["benchmark"] = part
+        elif re.fullmatch(r"split[0-3]", part):
+            hints["fold"] = int(part[-1])
+        elif part in _BACKBONE_NAMES:
+            hints["backbone"] = _BACKBONE_NAMES[part]
+    for pattern in (_AUTHORS_NAME, _AUTHORS_PICKLE):
+        match = pattern.search(path.name)
+        if match:
+            found = match.groupdict()
+            hints["backbone"] = _BACKBONE_NAMES[found.pop("backbone")]
+            hints.update({k: v if k == "benchmark" else int(v) for k, v in found.items()})
+    return hints
+
+
+def _authors_model(args: argparse.Namespace, path: Path) -> tuple[nn.Module, dict]:
+    """An --authors file: settings from the flags, else from the authors' naming; a report."""
+    from msanet_lib.model.checkpoints import load_authors_checkpoint
+    from msanet_lib.model.msanet import MSANet, MSANetConfig
+
+    if not path.is_file():
+        raise FileNotFoundError(f"--checkpoint {path} does not exist.")
+    hints = authors_file_hints(path)
+    chosen: dict[str, Any] = {}
+    origin: dict[str, str] = {}
+    for key, flag, default in (("benchmark", args.benchmark, None), ("backbone", args.backbone, None),
+                               ("shots", args.shots, 1)):
+        value = flag if flag is not None else hints.get(key, default)
+        origin[key] = "flag" if flag is not None else ("file name" if key in hints else "default")
+        if value is None:
+            raise ValueError(
+                f"--authors: the path {path} does not say the {key}; pass --{key} "
+                + ("pascal or coco (toy for our own models saved in the authors' format)."
+                   if key == "benchmark" else "resnet50, resnet101 or vgg16_bn."))
+        chosen[key] = value
+    config = MSANetConfig(backbone=chosen["backbone"], shots=int(chosen["shots"]),
+                          num_base_classes=_BASE_CLASSES[chosen["benchmark"]])
+    model = MSANet(config)
+    report = load_authors_checkpoint(model, path, allow_pickle=args.allow_pickle)
+    stripped = ", ".join(repr(p) for p in report.prefixes_removed) or "none"
+    print(f"--authors: {path}: {len(report.loaded)} tensors loaded into MSANet, epoch "
+          f"{report.epoch if report.epoch is not None else 'not stored'}, prefixes stripped: "
+          f"{stripped}; " + ", ".join(f"{k} {chosen[k]} ({origin[k]})" for k in chosen)
+          + (f", fold {hints['fold']} (file name)" if "fold" in hints else ""), file=sys.stderr)
+    return model, {"benchmark": chosen["benchmark"], "fold": hints.get("fold")}
+
+
+def build_model(args: argparse.Namespace, path: Path) -> tuple[nn.Module, dict]:
     """The model of ``path`` and the training config stored with it (``{}`` if none)."""
-    from msanet_lib.model.msanet import MSANet, MSANetConfig, msanet_for_shots
+    from msanet_lib.model.msanet import msanet_for_shots
 
     if args.authors:
-        try:
-            from msanet_lib.model.checkpoints import load_authors_checkpoint
-        except ImportError as err:
-            raise ValueError(
-                "--authors needs msanet_lib.model.checkpoints.load_authors_checkpoint, which "
-                f"cannot be imported here ({err})."
-            ) from err
-        if not path.is_file():
-            raise FileNotFoundError(f"--checkpoint {path} does not exist.")
-        config = MSANetConfig(
-            backbone=args.backbone,
-            shots=args.shots or 1,
-            num_base_classes=_BASE_CLASSES[benchmark],
-        )
-        model = MSANet(config)
-        load_authors_checkpoint(model, path, allow_pickle=args.allow_pickle)
-        return model, {}
+        return _authors_model(args, path)
     ckpt = read_checkpoint(path)
     fields = dict(ckpt["model_config"])
     model = msanet_for_shots(fields, ckpt["state_dict"], args.shots)
@@ -137,11 +188,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--allow-pickle", action="store_true",
                    help="--authors: accept a whole pickled model (runs code from the file; "
                         "only for files you trust)")
-    p.add_argument("--backbone", default="resnet50",
-                   help="backbone of an --authors checkpoint (resnet50, resnet101, vgg16_bn)")
+    p.add_argument("--backbone", default=None,
+                   help="backbone of an --authors checkpoint (resnet50, resnet101, vgg16_bn); "
+                        "default: read from the authors' file name")
     p.add_argument("--shots", type=int, default=None, help="K support images (default: model's)")
     p.add_argument("--benchmark", default=None, choices=("toy", "pascal", "coco"),
-                   help="default: the checkpoint's, else toy")
+                   help="default: the checkpoint's, else toy; with --authors: required unless "
+                        "the path names it (exp/pascal/...)")
     p.add_argument("--data-root", default=None,
                    help="dataset folder (default: data/ or $MSANET_DATA)")
     p.add_argument("--folds", type=int, nargs="+", default=None,
@@ -204,9 +257,11 @@ def run(args: argparse.Namespace) -> int:
     results: dict[int, EvalResult] = {}
     for fold in folds if folds is not None else [None]:
         path = Path(template.replace("{fold}", str(fold if fold is not None else 0)))
-        model, train_config = build_model(args, path, args.benchmark or "toy")
+        model, train_config = build_model(args, path)
         benchmark = args.benchmark or train_config.get("benchmark") or "toy"
-        fold_used = fold if fold is not None else int(train_config.get("fold", 0))
+        if fold is None and args.authors and train_config.get("fold") is None:
+            raise ValueError(f"--authors: the path {path} does not say the fold; pass --folds N.")
+        fold_used = fold if fold is not None else int(train_config.get("fold") or 0)
         shots = int(model.config.shots)
         root = args.data_root or train_config.get("data_root")
         dataset = build_dataset(benchmark, root, fold_used, shots)

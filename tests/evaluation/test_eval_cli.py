@@ -99,7 +99,7 @@ def test_several_folds_need_a_fold_placeholder(checkpoint, capsys) -> None:
 
 def test_a_one_shot_model_averages_k_shots_uniformly(checkpoint) -> None:
     args = cli.parse_args(["--checkpoint", str(checkpoint), "--shots", "5"])
-    model, _ = cli.build_model(args, checkpoint, "toy")
+    model, _ = cli.build_model(args, checkpoint)
     assert model.config.shots == 5 and model.config.kshot_trans_dim == 0
     # kshot_rw keeps its 1/K initialisation: every sorted difficulty maps to the same weight.
     est = torch.rand(3, 5, 1, 1)
@@ -126,10 +126,35 @@ def test_eval_cli_reads_an_authors_checkpoint(tmp_path, monkeypatch, capsys) -> 
     torch.save({"state_dict": {f"module.{k}": v for k, v in model.state_dict().items()},
                 "epoch": 3}, path)
     monkeypatch.setattr(cli, "build_dataset", lambda *a: TinyEpisodes())
-    code = cli.main(["--checkpoint", str(path), "--authors", "--backbone", "resnet_toy",
-                     "--shots", "1", "--episodes", "2", "--seeds", "1", "--device", "cpu"])
-    assert code == 0, capsys.readouterr().err
-    assert "| 1 |" in capsys.readouterr().out
+    args = ["--checkpoint", str(path), "--authors", "--backbone", "resnet_toy", "--shots", "1",
+            "--episodes", "2", "--seeds", "1", "--device", "cpu"]
+    # Without --benchmark the authors' file would silently be scored on the toy benchmark.
+    assert cli.main(args) == 2
+    assert "does not say the benchmark; pass --benchmark pascal or coco" in capsys.readouterr().err
+    assert cli.main([*args, "--benchmark", "toy"]) == 2
+    assert "does not say the fold; pass --folds N" in capsys.readouterr().err
+    code = cli.main([*args, "--benchmark", "toy", "--folds", "1"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "| 1 |" in captured.out
+    assert "epoch 3, prefixes stripped: 'module.'" in captured.err
+    assert "benchmark toy (flag), backbone resnet_toy (flag), shots 1 (flag)" in captured.err
+    # The same file without --authors: the message says to add it.
+    assert cli.main(["--checkpoint", str(path), "--device", "cpu"]) == 2
+    assert "add --authors" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("path", "hints"), [
+    ("exp/pascal/MSANet/split2/resnet101/snapshot/resnet101_5_2_0.7415.pth",
+     {"benchmark": "pascal", "fold": 2, "backbone": "resnet101", "shots": 5}),
+    ("weights/coco/vgg_1_3_0.41.pth", {"benchmark": "coco", "fold": 3, "backbone": "vgg16_bn",
+                                       "shots": 1}),
+    ("pascal_split0_resnet50_0.6925.pt", {"benchmark": "pascal", "fold": 0,
+                                          "backbone": "resnet50"}),
+    ("downloads/best.pth", {}),
+])
+def test_authors_file_names_give_benchmark_fold_backbone_and_shots(path: str, hints: dict) -> None:
+    assert cli.authors_file_hints(Path(path)) == hints
 
 
 @pytest.mark.slow
