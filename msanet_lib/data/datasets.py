@@ -44,7 +44,7 @@ from msanet_lib.data.transforms import test_transform, train_transform
 Transform = Callable[..., tuple[Tensor, Tensor]]
 
 # Keys whose tensors differ in size between items; collate_episodes keeps them as lists.
-RAW_KEYS = ("query_raw_label", "raw_label")
+RAW_KEYS = ("query_raw_label", "query_raw_base_label", "raw_label")
 
 
 def binary_label(label: np.ndarray, class_id: int) -> np.ndarray:
@@ -147,7 +147,8 @@ class FewShotDataset(_LabelledImages, Dataset):
     ``support_masks (K, S, S)``, ``query_base_label (S, S)`` int64, ``class_id`` (dataset id),
     ``class_index`` (position in the fold's base list when training, novel list when
     testing), ``query_name``/``support_names`` (label paths, supports in stacked order) and,
-    for val, ``query_raw_label (h0, w0)`` int64, the binary label at original resolution.
+    for val, ``query_raw_label (h0, w0)`` int64, the binary label at original resolution, and
+    ``query_raw_base_label (h0, w0)``, the base-class label at original resolution.
     """
 
     def __init__(self, root: Path | str | None = None, benchmark: str = "toy", fold: int = 0,
@@ -263,6 +264,8 @@ class FewShotDataset(_LabelledImages, Dataset):
         }
         if self.split == "val":
             item["query_raw_label"] = torch.from_numpy(q_mask.astype(np.int64))
+            # the base learner is scored at the original size too, as the authors' test.py
+            item["query_raw_base_label"] = torch.from_numpy(q_base.astype(np.int64))
         return item
 
 

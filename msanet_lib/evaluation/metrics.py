@@ -157,21 +157,29 @@ class FewShotIoU:
 
     @property
     def missing_classes(self) -> list[int]:
-        """Class ids with no episode or a zero union: excluded from :attr:`miou`."""
+        """Class ids with no episode or a zero union: they count as 0 in :attr:`miou`."""
         return [c for c, iou in zip(self.class_ids, self.class_iou) if math.isnan(iou)]
 
     @property
     def miou(self) -> float:
-        """Mean of :attr:`class_iou` over the classes that appeared (NaN if none did)."""
+        """Mean class IoU over ALL the fold's classes, a missing class counting as 0.
+
+        The authors' ``test.py`` divides by ``union + 1e-10``, so a class that never appeared
+        scores 0 and stays in the mean; :attr:`miou_present` is the variant that leaves it out.
+        """
+        return sum(0.0 if math.isnan(iou) else iou for iou in self.class_iou) / len(self.class_ids)
+
+    @property
+    def miou_present(self) -> float:
+        """Mean class IoU over the classes that appeared (NaN if none did)."""
         ious = [iou for iou in self.class_iou if not math.isnan(iou)]
         return sum(ious) / len(ious) if ious else math.nan
 
     @property
     def fb_iou(self) -> float:
-        """Mean of the pooled background and foreground IoU."""
+        """Mean of the pooled background and foreground IoU; an empty union counts as 0 (authors)."""
         bg, fg = _ratio(self.fb_intersection, self.fb_union).tolist()
-        parts = [v for v in (bg, fg) if not math.isnan(v)]
-        return sum(parts) / len(parts) if parts else math.nan
+        return sum(0.0 if math.isnan(v) else v for v in (bg, fg)) / 2
 
     @property
     def piou(self) -> float:

@@ -39,6 +39,7 @@ import contextlib
 import math
 import random
 import time
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -264,7 +265,8 @@ class EvalResult:
                 lines.append(f"| {s.seed} | " + " | ".join(_pct(v) for v in s.class_iou) + " |")
             missing = sorted({c for s in self.seeds for c in s.missing_classes})
             if missing:
-                lines += ["", f"Classes with no episode (left out of mIoU): {missing}"]
+                lines += ["", f"Classes with no episode (counted as 0 in mIoU, as the authors' "
+                              f"test.py): {missing}"]
         return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:
@@ -454,6 +456,9 @@ def _evaluate_seed(
                 elif "query_base_label" in batch:
                     # Without the original base label, score at the input resolution.
                     base.update(base_out.argmax(1), batch["query_base_label"].to(device))
+    if final.missing_classes:
+        warnings.warn(f"seed {seed}: classes {final.missing_classes} had no episode; they count "
+                      "as 0 in mIoU as in the authors' test.py (raise --episodes)", stacklevel=2)
     return SeedResult(
         seed=seed,
         class_ids=ids,

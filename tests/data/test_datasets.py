@@ -74,6 +74,7 @@ def test_val_episodes_raw_label_and_cycling(fake_voc):
     assert ep["class_id"] == 1 and ep["class_index"] == 0
     assert torch.equal(ep["query_raw_label"], ep["query_mask"])
     assert set(ep["query_base_label"].unique().tolist()) <= {0, 1, 255}  # class 6 -> 1
+    assert torch.equal(ep["query_raw_base_label"], ep["query_base_label"])
     batch = collate_episodes([ds[0], ds[1]])
     assert batch["query_img"].shape == (2, 3, 40, 48)
     assert batch["support_imgs"].shape == (2, 1, 3, 40, 48)

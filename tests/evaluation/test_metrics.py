@@ -79,15 +79,24 @@ def test_predictions_on_ignored_pixels_do_not_count() -> None:
 def test_few_shot_iou_hand_values_and_missing_class() -> None:
     meter = FewShotIoU(class_ids=[1, 2, 3])
     meter.update(PRED, TARGET, torch.tensor([0, 0, 1]))  # class 3 never appears
-    # class 1: (1+1)/(3+2) = 0.4; class 2: 3/3 = 1; class 3: undefined, left out.
+    # class 1: (1+1)/(3+2) = 0.4; class 2: 3/3 = 1; class 3: undefined, 0 in the authors' mean.
     assert meter.class_iou[:2] == pytest.approx([0.4, 1.0])
     assert math.isnan(meter.class_iou[2])
     assert meter.missing_classes == [3]
-    assert meter.miou == pytest.approx(0.7)
+    assert meter.miou == pytest.approx(1.4 / 3)
+    assert meter.miou_present == pytest.approx(0.7)
     # bg: 6/9, fg: 5/8
     assert meter.piou == pytest.approx(5 / 8)
     assert meter.fb_iou == pytest.approx((6 / 9 + 5 / 8) / 2)
     assert meter.episodes == 3
+
+
+def test_fb_iou_without_any_foreground_averages_in_a_zero() -> None:
+    meter = FewShotIoU(class_ids=[1])
+    empty = torch.zeros(1, 2, 2, dtype=torch.long)
+    meter.update(empty, empty, torch.tensor([0]))  # no foreground predicted or labelled
+    assert meter.fb_iou == pytest.approx(0.5)  # (bg 1 + fg 0) / 2, as the authors' test.py
+    assert meter.miou == 0.0 and math.isnan(meter.miou_present)
 
 
 def test_few_shot_iou_is_independent_of_batching() -> None:

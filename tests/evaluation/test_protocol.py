@@ -160,13 +160,15 @@ def test_perfect_predictions_score_one() -> None:
     assert result.seeds[0].fb_iou == pytest.approx(1.0)
 
 
-def test_class_that_never_appears_is_reported_and_left_out() -> None:
-    result = evaluate(FakeModel(), FakeEpisodes(classes_used=2), 10, seeds=[0], progress=False)
+def test_class_that_never_appears_is_reported_and_counted_as_zero() -> None:
+    with pytest.warns(UserWarning, match="no episode"):
+        result = evaluate(FakeModel(), FakeEpisodes(classes_used=2), 10, seeds=[0],
+                          progress=False)
     seed = result.seeds[0]
     assert seed.missing_classes == [3]
     assert math.isnan(seed.class_iou[2])
-    assert seed.miou == pytest.approx(np.mean(seed.class_iou[:2]))
-    assert "no episode" in result.to_markdown()
+    assert seed.miou == pytest.approx(sum(seed.class_iou[:2]) / 3)
+    assert "counted as 0" in result.to_markdown()
 
 
 def test_mean_and_best_over_seeds_and_reports() -> None:
