@@ -180,6 +180,7 @@ class FewShotDataset(_LabelledImages, Dataset):
             )
         self.episodes = len(self.lists.images) if episodes is None else int(episodes)
         size = image_size or self.info.image_size
+        self.image_size = size  # of the default transform; a custom one decides its own
         if transform is None:
             transform = (train_transform(size, self.info.scale_range) if split == "train"
                          else test_transform(size))

@@ -167,13 +167,20 @@ def build_model(args: argparse.Namespace, path: Path) -> tuple[nn.Module, dict]:
     return model, ckpt["train_config"]
 
 
-def build_dataset(benchmark: str, root: str | None, fold: int, shots: int) -> Any:
-    """The fold's validation episodes (``FewShotDataset(split="val")``)."""
+def build_dataset(benchmark: str, root: str | None, fold: int, shots: int,
+                  test_size: int | None = None) -> Any:
+    """The fold's validation episodes (``FewShotDataset(split="val")``) at ``test_size``."""
     from msanet_lib.data.datasets import FewShotDataset
 
     # progress: the first use of a real benchmark scans every label once (cached afterwards).
     return FewShotDataset(root, benchmark=benchmark, fold=fold, split="val", shots=shots,
-                          progress=True)
+                          image_size=test_size, progress=True)
+
+
+def trained_size(train_config: dict[str, Any]) -> int | None:
+    """The image size stage 2 trained at, from the checkpoint's training config (None if absent)."""
+    size = (train_config.get("meta") or {}).get("image_size")
+    return int(size) if size else None
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -199,6 +206,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                    help="dataset folder (default: data/ or $MSANET_DATA)")
     p.add_argument("--folds", type=int, nargs="+", default=None,
                    help="default: the checkpoint's fold, else 0")
+    p.add_argument("--test-size", type=int, default=None,
+                   help="square test canvas in pixels (default: the benchmark's, the authors' 473 "
+                        "for PASCAL and COCO, 128 for toy); the training size is shown beside it")
     p.add_argument("--episodes", type=int, default=EPISODES)
     p.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS))
     p.add_argument("--fast", action="store_true",
@@ -235,6 +245,10 @@ def summary_table(results: dict[int, EvalResult]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.test_size is not None and args.test_size < 17:
+        print(f"msanet-eval: error: --test-size {args.test_size}: use a size of at least 17 px "
+              "(the authors test at 473)", file=sys.stderr)
+        return 2
     try:
         return run(args)
     except (FileNotFoundError, ValueError) as err:
@@ -264,9 +278,11 @@ def run(args: argparse.Namespace) -> int:
         fold_used = fold if fold is not None else int(train_config.get("fold") or 0)
         shots = int(model.config.shots)
         root = args.data_root or train_config.get("data_root")
-        dataset = build_dataset(benchmark, root, fold_used, shots)
+        dataset = build_dataset(benchmark, root, fold_used, shots, args.test_size)
+        trained = trained_size(train_config)
         print(f"== {benchmark} fold {fold_used}, {shots}-shot, {path} ({episodes} episodes x "
-              f"{len(seeds)} seeds on {device})", file=sys.stderr)
+              f"{len(seeds)} seeds on {device}); test size {dataset.image_size} px, trained at "
+              f"{f'{trained} px' if trained else 'an unrecorded size'}", file=sys.stderr)
         result = evaluate(
             model, dataset, episodes, seeds, device, args.amp,
             channels_last=args.channels_last, batch_size=args.batch_size,

@@ -16,7 +16,7 @@ SIZE = 33
 
 class TinyEpisodes(torch.utils.data.Dataset):
     classes = (6, 7)
-    fold, shots, benchmark = 1, 1, "toy"
+    fold, shots, benchmark, image_size = 1, 1, "toy", SIZE
 
     def __len__(self) -> int:
         return 3
@@ -50,7 +50,7 @@ def checkpoint(tmp_path: Path) -> Path:
 def test_eval_cli_prints_tables_and_writes_json(checkpoint, tmp_path, monkeypatch, capsys) -> None:
     calls = []
 
-    def fake_dataset(benchmark, root, fold, shots):
+    def fake_dataset(benchmark, root, fold, shots, test_size):
         calls.append((benchmark, fold, shots))
         return TinyEpisodes()
 
@@ -164,11 +164,16 @@ def test_eval_cli_reads_a_training_export(tmp_path, monkeypatch, capsys) -> None
     config = MSANetConfig(backbone="resnet_toy")
     path = export_model(tmp_path / "model.pth", stage="meta", model_config=vars(config),
                         state_dict=MSANet(config).state_dict(),
-                        config={"benchmark": "toy", "fold": 2, "data_root": None})
+                        config={"benchmark": "toy", "fold": 2, "data_root": None,
+                                "meta": {"image_size": 97}})
     calls = []
     monkeypatch.setattr(cli, "build_dataset",
                         lambda *a: calls.append(a) or TinyEpisodes())
     code = cli.main(["--checkpoint", str(path), "--episodes", "2", "--seeds", "1",
-                     "--device", "cpu"])
-    assert code == 0, capsys.readouterr().err
-    assert calls == [("toy", None, 2, 1)]  # benchmark and fold come from the checkpoint
+                     "--device", "cpu", "--test-size", "97"])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert calls == [("toy", None, 2, 1, 97)]  # benchmark and fold come from the checkpoint
+    assert f"test size {SIZE} px, trained at 97 px" in err
+    assert cli.main(["--checkpoint", str(path), "--test-size", "0"]) == 2
+    assert "--test-size 0" in capsys.readouterr().err
