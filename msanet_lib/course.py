@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import random
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from msanet_lib.runtime import seed_all, select_device
 from msanet_lib.utils import REPO_ROOT, data_root, fast_mode
 
 SOLUTIONS_DIR = REPO_ROOT / "notebooks" / "solutions"
@@ -47,33 +47,14 @@ class CourseSettings:
     seed: int
 
 
-def pick_device(preference: str = "auto") -> torch.device:
-    """CUDA, then Apple MPS, then CPU, unless ``preference`` names one explicitly."""
-    if preference != "auto":
-        return torch.device(preference)
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    mps = getattr(torch.backends, "mps", None)
-    if mps is not None and mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
-
-
-def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and torch (all devices) so a notebook draws the same pictures twice."""
-    random.seed(seed)
-    np.random.seed(seed)  # noqa: NPY002 - learners call np.random.* directly
-    torch.manual_seed(seed)
-
-
 def setup(seed: int = 0, device: str | None = None, verbose: bool = True) -> CourseSettings:
     """Seed everything, pick the device and report the fast mode.
 
     ``MSANET_FAST=1`` (set by CI) keeps every notebook short without changing what it teaches;
     ``MSANET_DEVICE`` overrides the device choice.
     """
-    seed_everything(seed)
-    dev = pick_device(device or os.environ.get("MSANET_DEVICE", "auto"))
+    seed_all(seed)
+    dev = select_device(device or os.environ.get("MSANET_DEVICE", "auto"))
     outputs = REPO_ROOT / "outputs"
     outputs.mkdir(exist_ok=True)
     settings = CourseSettings(fast_mode(), dev, data_root(), outputs, seed)

@@ -26,6 +26,7 @@ from typing import Any
 import torch
 
 from msanet_lib.model.baselines import AllForeground
+from msanet_lib.runtime import run_command
 from msanet_lib.utils import REPO_ROOT, fast_mode
 
 EVAL_EPISODES = 300       # per seed; the paper uses 1000
@@ -92,18 +93,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--outputs", default=str(REPO_ROOT / "outputs"), help="figures go here")
     p.add_argument("--runs", default=None, help="training folder (default runs/demo[-fast])")
     p.add_argument("--restart", action="store_true", help="train again from scratch")
+    p.add_argument("--debug", action="store_true", help="show the traceback of an error")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    return run_command("msanet-demo", lambda: demo(args), debug=args.debug)
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """Checked before anything is trained."""
+    if not 0 <= args.fold <= 3:
+        raise ValueError(f"--fold {args.fold}: the toy benchmark has folds 0, 1, 2 and 3.")
+    if any(k < 1 for k in args.shots):
+        raise ValueError(f"--shots {' '.join(map(str, args.shots))}: every K must be at least 1.")
+
+
+def demo(args: argparse.Namespace) -> int:
+    """The command's body: train (or reuse) one fold, evaluate every K, draw the figures."""
+    check_args(args)
     from msanet_lib.data.lists import dataset_dir
     from msanet_lib.evaluation.protocol import evaluate
     from msanet_lib.model.msanet import msanet_for_shots
+    from msanet_lib.runtime import select_device
     from msanet_lib.training.checkpoint import load_checkpoint
     from msanet_lib.training.config import load_config
     from msanet_lib.training.data import episode_dataset
-    from msanet_lib.training.distributed import DistContext, select_device
+    from msanet_lib.training.distributed import DistContext
     from msanet_lib.training.pipeline import run_training, stage_dir
 
     fast = fast_mode()

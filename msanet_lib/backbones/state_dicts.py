@@ -119,17 +119,6 @@ def strip_wrapper_prefixes(state: Mapping[str, Tensor]) -> tuple[dict[str, Tenso
     return out, removed
 
 
-def unwrap_model(model: nn.Module) -> nn.Module:
-    """The user's model inside DDP/DataParallel (``.module``) or torch.compile (``._orig_mod``)."""
-    while True:
-        if isinstance(model, nn.parallel.DistributedDataParallel | nn.DataParallel):
-            model = model.module
-        elif isinstance(getattr(model, "_orig_mod", None), nn.Module):
-            model = model._orig_mod
-        else:
-            return model
-
-
 @dataclass
 class StateDictMatch:
     """How a source state dict lines up with the keys a model expects.

@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+from msanet_lib.runtime import run_command
 from msanet_lib.data.splits import BENCHMARK_NAMES, NUM_FOLDS
 
 
@@ -94,6 +95,7 @@ def _cmd_show(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="msanet-data", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--debug", action="store_true", help="show the traceback of an error")
     sub = p.add_subparsers(dest="command", required=True)
 
     g = sub.add_parser("generate", help="generate the offline toy benchmark")
@@ -139,11 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        return args.func(args)
-    except (FileNotFoundError, FileExistsError, ValueError) as err:
-        print(f"msanet-data: error: {err}", file=sys.stderr)
-        return 2
+    return run_command("msanet-data", lambda: args.func(args), debug=args.debug)
 
 
 if __name__ == "__main__":

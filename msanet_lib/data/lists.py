@@ -44,6 +44,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from msanet_lib.runtime import atomic_write_text
 from msanet_lib.data.io import read_label
 from msanet_lib.data.splits import IGNORE_LABEL, FoldSplit, benchmark_info, fold_split
 
@@ -163,22 +164,9 @@ def parse_list_lines(lines: Iterable[str], benchmark: str, source: Path | str = 
     return pairs
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` so that readers see the old file or the whole new one, never half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_pairs(path: Path, pairs: Sequence[Pair]) -> None:
     """Write a split list, one ``<image> <label>`` line per pair."""
-    _atomic_write_text(Path(path), "".join(f"{i} {lbl}\n" for i, lbl in pairs))
+    atomic_write_text(Path(path), "".join(f"{i} {lbl}\n" for i, lbl in pairs))
 
 
 def write_split_list(directory: Path, benchmark: str, split: str,
@@ -311,7 +299,7 @@ def class_pixels(directory: Path, benchmark: str, split: str, *, rebuild: bool =
                                          info.num_classes))
     payload = {"format": PIXELS_FORMAT, "benchmark": benchmark, "split": split,
                "digest": digest, "pixels": [{str(k): v for k, v in d.items()} for d in counts]}
-    _atomic_write_text(cache, json.dumps(payload, separators=(",", ":")))
+    atomic_write_text(cache, json.dumps(payload, separators=(",", ":")))
     return pairs, counts
 
 
@@ -355,7 +343,7 @@ def save_episode_lists(lists: EpisodeLists, path: Path, **meta: object) -> None:
         "class_files": {str(c): [index[p] for p in files]
                         for c, files in lists.class_files.items()},
     }
-    _atomic_write_text(Path(path), json.dumps(payload, separators=(",", ":")))
+    atomic_write_text(Path(path), json.dumps(payload, separators=(",", ":")))
 
 
 def load_episode_lists(path: Path) -> EpisodeLists:
@@ -467,7 +455,7 @@ def write_authors_lists(lists: EpisodeLists, folder: Path, fold: int) -> tuple[P
     data = folder / f"data_list_{fold}.txt"
     sub = folder / f"sub_class_file_list_{fold}.txt"
     write_pairs(data, lists.images)
-    _atomic_write_text(sub, repr({c: list(files) for c, files in lists.class_files.items()}))
+    atomic_write_text(sub, repr({c: list(files) for c, files in lists.class_files.items()}))
     return data, sub
 
 

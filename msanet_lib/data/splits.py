@@ -21,8 +21,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from msanet_lib.runtime import IGNORE_LABEL
+
 NUM_FOLDS = 4
-IGNORE_LABEL = 255
 BENCHMARK_NAMES = ("toy", "pascal", "coco")
 
 

@@ -24,17 +24,17 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from msanet_lib.runtime import IGNORE_LABEL
 from msanet_lib.data.toy import HUES, PATTERNS, SHAPES, generate_split, pretrain_combinations
 
 ATTRIBUTES: dict[str, tuple[str, ...]] = {"shape": SHAPES, "pattern": PATTERNS,
                                           "hue": tuple(HUES)}
-IGNORE = 255
 
 
 def attribute_table() -> Tensor:
     """``(256, 3) int64``: label value -> (shape, pattern, hue) target, each ``0`` for
     background, ``1..5`` for an attribute value, ``255`` for the ignore band and unused values."""
-    table = torch.full((256, 3), IGNORE, dtype=torch.int64)
+    table = torch.full((256, 3), IGNORE_LABEL, dtype=torch.int64)
     table[0] = 0
     combos = torch.tensor(pretrain_combinations(), dtype=torch.int64)
     table[1:1 + len(combos)] = combos + 1

@@ -24,29 +24,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
 
+from msanet_lib.backbones.state_dicts import read_weights_file
 from msanet_lib.evaluation.protocol import EPISODES, SEEDS, EvalResult, evaluate
+from msanet_lib.runtime import atomic_write_text, run_command, select_device
 from msanet_lib.utils import fast_mode
 
 FAST_EPISODES = 40
 _OUR_FORMATS = ("msanet-train-checkpoint", "msanet-export")
 _BASE_CLASSES = {"pascal": 16, "coco": 61, "toy": 16}
-
-
-def pick_device(name: str) -> torch.device:
-    """``"auto"`` -> CUDA, else Apple MPS, else CPU; other names are checked to exist."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {name}: CUDA is not available here; use --device cpu")
-    return device
 
 
 def read_checkpoint(path: Path) -> dict[str, Any]:
@@ -62,13 +49,7 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
             f"--checkpoint {path} does not exist. Train one with `msanet-train` (it writes "
             "<out>/meta_<K>shot/best.pth) or pass the path of a downloaded checkpoint."
         )
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # truncated file, foreign pickle, ...
-        raise ValueError(
-            f"--checkpoint {path} cannot be read ({type(err).__name__}: {err}). It is incomplete "
-            "or not a msanet_lib checkpoint; for the authors' files add --authors."
-        ) from err
+    ckpt = read_weights_file(path, how_to_get="For the authors' released files add --authors.")
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
         raise ValueError(
             f"--checkpoint {path} has no 'state_dict'. For the authors' released files add "
@@ -220,6 +201,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=1, help="episodes per forward pass")
     p.add_argument("--workers", type=int, default=0, help="DataLoader workers")
     p.add_argument("--json", type=Path, default=None, help="write all results to this file")
+    p.add_argument("--debug", action="store_true", help="show the traceback of an error")
     return p.parse_args(argv)
 
 
@@ -245,22 +227,31 @@ def summary_table(results: dict[int, EvalResult]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    return run_command("msanet-eval", lambda: run(args), debug=args.debug)
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """Every argument checked before any work starts."""
     if args.test_size is not None and args.test_size < 17:
-        print(f"msanet-eval: error: --test-size {args.test_size}: use a size of at least 17 px "
-              "(the authors test at 473)", file=sys.stderr)
-        return 2
-    try:
-        return run(args)
-    except (FileNotFoundError, ValueError) as err:
-        print(f"msanet-eval: error: {err}", file=sys.stderr)
-        return 2
+        raise ValueError(f"--test-size {args.test_size}: use a size of at least 17 px (the "
+                         "authors test at 473).")
+    for name in ("episodes", "batch_size"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be at least 1.")
+    if args.workers < 0:
+        raise ValueError("--workers must be 0 or more.")
+    if args.folds is not None and any(not 0 <= f <= 3 for f in args.folds):
+        raise ValueError(f"--folds {' '.join(map(str, args.folds))}: folds are 0, 1, 2 and 3.")
+    if args.json is not None and args.json.is_dir():
+        raise ValueError(f"--json {args.json} is a folder; pass a file name.")
 
 
 def run(args: argparse.Namespace) -> int:
+    check_args(args)
     episodes, seeds = args.episodes, list(args.seeds)
     if args.fast or fast_mode():
         episodes, seeds = min(episodes, FAST_EPISODES), seeds[:1]
-    device = pick_device(args.device)
+    device = select_device(args.device)
     template = args.checkpoint
     folds = args.folds
     if folds is not None and len(folds) > 1 and "{fold}" not in template:
@@ -295,8 +286,7 @@ def run(args: argparse.Namespace) -> int:
     print(summary_table(results))
     if args.json is not None:
         payload = {"folds": {str(f): r.to_dict() for f, r in results.items()}}
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(payload, indent=1, allow_nan=False))
+        atomic_write_text(args.json, json.dumps(payload, indent=1, allow_nan=False))
         print(f"results written to {args.json}", file=sys.stderr)
     return 0
 

@@ -28,11 +28,11 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-IGNORE_INDEX = 255
+from msanet_lib.runtime import IGNORE_LABEL
 
 
 def intersection_and_union(
-    pred: Tensor, target: Tensor, num_classes: int, ignore_index: int = IGNORE_INDEX
+    pred: Tensor, target: Tensor, num_classes: int, ignore_index: int = IGNORE_LABEL
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Per-episode, per-class pixel counts for a batch of label maps.
 

@@ -35,9 +35,7 @@ from the global ``random`` module inside DataLoader workers and cannot be replay
 
 from __future__ import annotations
 
-import contextlib
 import math
-import random
 import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -51,12 +49,12 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm import tqdm
 
-from msanet_lib.evaluation.metrics import IGNORE_INDEX, FewShotIoU, MultiClassIoU
+from msanet_lib.evaluation.metrics import FewShotIoU, MultiClassIoU
+from msanet_lib.runtime import IGNORE_LABEL, autocast, seed_all
 
 SEEDS: tuple[int, ...] = (510, 365, 382, 322, 988)
 """``np.random.randint(0, 1000, 5)`` after ``seed(123)``: the seeds of BAM/MSANet test.py."""
 EPISODES = 1000
-AMP_DTYPES = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16}
 _CLASS_LIST_ATTRS = ("novel_classes", "val_classes", "class_ids", "classes")
 
 
@@ -70,7 +68,7 @@ def _canvas(labels: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
     canvas = torch.stack(
         [
             F.pad(lab.long(), (0, side - lab.shape[-1], 0, side - lab.shape[-2]),
-                  value=IGNORE_INDEX)
+                  value=IGNORE_LABEL)
             for lab in labels
         ]
     )
@@ -146,13 +144,6 @@ class CyclicSampler(Sampler[int]):
 
     def __len__(self) -> int:
         return self.episodes
-
-
-def seed_everything(seed: int) -> None:
-    """Seeds Python, NumPy and torch (CPU and CUDA), as the authors' ``setup_seed``."""
-    random.seed(seed)
-    np.random.seed(seed)  # noqa: NPY002 (datasets draw from the global generators)
-    torch.manual_seed(seed)
 
 
 # --------------------------------------------------------------------------- results
@@ -305,17 +296,6 @@ def _fold_class_ids(dataset: Dataset, class_ids: Sequence[int] | None) -> list[i
     )
 
 
-def _autocast(device: torch.device, amp: str | None) -> contextlib.AbstractContextManager:
-    if amp is None:
-        return contextlib.nullcontext()
-    if amp not in AMP_DTYPES:
-        raise ValueError(f"amp must be None or one of {sorted(AMP_DTYPES)}, got {amp!r}")
-    dtype = AMP_DTYPES[amp]
-    if dtype == torch.float16 and device.type != "cuda":
-        raise ValueError("amp='fp16' needs a CUDA device; use amp='bf16' on CPU")
-    return torch.autocast(device_type=device.type, dtype=dtype)
-
-
 def _score(logits: Tensor, target: Tensor, sides: Tensor) -> Tensor:
     """Argmax of ``logits`` resized to each episode's L x L (matching ``target``)."""
     return resize_to_sides(logits, sides, target.shape[-1]).argmax(dim=1)
@@ -410,7 +390,7 @@ def _evaluate_seed(
     collate_fn: Callable[[list[dict[str, Any]]], dict[str, Any]],
 ) -> SeedResult:
     """One seed of :func:`evaluate`."""
-    seed_everything(seed)
+    seed_all(seed)
     if hasattr(dataset, "seed"):
         dataset.seed = seed
     if hasattr(dataset, "episodes"):
@@ -440,7 +420,7 @@ def _evaluate_seed(
                 x = x.contiguous(memory_format=torch.channels_last)
             s_x = batch["support_imgs"].to(device, non_blocking=True)
             s_y = batch["support_masks"].to(device, non_blocking=True)
-            with _autocast(device, amp):
+            with autocast(device, amp):
                 out = model(x, s_x, s_y)
             final_out, meta_out, base_out = out[0], out[1], out[2]
             target = batch["raw_target"].to(device)

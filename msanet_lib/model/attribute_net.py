@@ -16,8 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from msanet_lib.backbones import build_backbone, share_backbone_layers
-
-IGNORE_INDEX = 255
+from msanet_lib.runtime import IGNORE_LABEL
 
 
 class AttributeNet(nn.Module):
@@ -72,9 +71,9 @@ class AttributeNet(nn.Module):
             target = targets[:, a]
             weight = torch.ones(lg.shape[1], device=lg.device, dtype=lg.dtype)
             weight[0] = background_weight
-            ce = F.cross_entropy(lg, target, weight=weight, ignore_index=IGNORE_INDEX,
+            ce = F.cross_entropy(lg, target, weight=weight, ignore_index=IGNORE_LABEL,
                                  reduction="sum")
-            valid = target != IGNORE_INDEX
+            valid = target != IGNORE_LABEL
             total = torch.where(target[valid] == 0, background_weight, 1.0).sum()
             parts.append(ce / total.clamp_min(1e-6))
         return torch.stack(parts).mean()

@@ -31,8 +31,8 @@ from msanet_lib.backbones.state_dicts import (
     match_state_dict,
     read_weights_file,
     strip_wrapper_prefixes,
-    unwrap_model,
 )
+from msanet_lib.runtime import unwrap_model
 
 HOW_TO_GET = (
     "The authors' trained base learners (initmodel/PSPNet/{pascal,coco}/split{0..3}/"

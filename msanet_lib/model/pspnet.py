@@ -20,8 +20,7 @@ from torch import Tensor, nn
 
 from msanet_lib.backbones import Backbone, build_backbone, share_backbone_layers
 from msanet_lib.modules.base_learner import PPM, build_learner_base
-
-IGNORE_INDEX = 255
+from msanet_lib.runtime import IGNORE_LABEL
 
 
 class PSPNetConfigLike(Protocol):
@@ -62,7 +61,7 @@ class PSPNet(nn.Module):
         backbone: str | Backbone | None = None,
         num_classes: int | None = None,
         hidden: int | None = None,
-        ignore_index: int = IGNORE_INDEX,
+        ignore_index: int = IGNORE_LABEL,
     ) -> None:
         super().__init__()
         if backbone is None:

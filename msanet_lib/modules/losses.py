@@ -15,7 +15,7 @@ from typing import NamedTuple
 import torch.nn.functional as F
 from torch import Tensor
 
-IGNORE_INDEX = 255
+from msanet_lib.runtime import IGNORE_LABEL
 
 
 class MSANetLosses(NamedTuple):
@@ -24,7 +24,7 @@ class MSANetLosses(NamedTuple):
     aux_loss2: Tensor
 
 
-def segmentation_loss(logits: Tensor, target: Tensor, ignore_index: int = IGNORE_INDEX) -> Tensor:
+def segmentation_loss(logits: Tensor, target: Tensor, ignore_index: int = IGNORE_LABEL) -> Tensor:
     """CE over pixels. logits (B, C, H, W), target (B, H, W) with ``ignore_index`` ignored."""
     return F.cross_entropy(logits.float(), target.long(), ignore_index=ignore_index)
 
@@ -35,7 +35,7 @@ def msanet_losses(
     base_out: Tensor | None,
     y_m: Tensor,
     y_b: Tensor | None,
-    ignore_index: int = IGNORE_INDEX,
+    ignore_index: int = IGNORE_LABEL,
 ) -> MSANetLosses:
     """main (final vs binary label), aux1 (meta vs binary label), aux2 (base vs base label).
 

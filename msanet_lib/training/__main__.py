@@ -20,9 +20,9 @@ import argparse
 import sys
 from typing import Any
 
+from msanet_lib.runtime import run_command
 from msanet_lib.training.config import (
     DEFAULT_CONFIG,
-    ConfigError,
     deep_merge,
     load_config,
     parse_override,
@@ -61,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override any config key, e.g. --set meta.epochs=3 (repeatable)")
     p.add_argument("--no-progress", action="store_true", help="no tqdm bars (log files only)")
+    p.add_argument("--debug", action="store_true", help="show the traceback of an error")
     return p
 
 
@@ -83,27 +84,23 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        cfg = load_config(args.config, overrides_from_args(args))
-    except (ConfigError, FileNotFoundError) as exc:
-        print(f"msanet-train: {exc}", file=sys.stderr)
-        return 2
+    return run_command("msanet-train", lambda: train(args), debug=args.debug)
+
+
+def train(args: argparse.Namespace) -> int:
+    """The command's body: the config is read and checked before anything is trained."""
+    cfg = load_config(args.config, overrides_from_args(args))
     from msanet_lib.training.data import ensure_data
-    from msanet_lib.training.distributed import cleanup_distributed, init_distributed
+    from msanet_lib.training.distributed import barrier, cleanup_distributed, init_distributed
     from msanet_lib.training.pipeline import run_training
 
     ctx = init_distributed(cfg.runtime.device)
     try:
         if ctx.is_main:
             ensure_data(cfg)
-        from msanet_lib.training.distributed import barrier
-
         barrier(ctx)
         summary = run_training(cfg, stage=args.stage, resume=args.resume,
                                overwrite=args.overwrite, ctx=ctx)
-    except (FileExistsError, FileNotFoundError, ConfigError) as exc:
-        print(f"msanet-train: {exc}", file=sys.stderr)
-        return 2
     finally:
         cleanup_distributed()
     return 130 if any(s.get("interrupted") for s in summary.values()) else 0

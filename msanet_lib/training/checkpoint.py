@@ -31,9 +31,7 @@ previous checkpoint untouched and loadable.
 
 from __future__ import annotations
 
-import os
 import random
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -42,6 +40,7 @@ import numpy as np
 import torch
 
 from msanet_lib import __version__
+from msanet_lib.runtime import atomic_open
 
 FORMAT = "msanet-train-checkpoint"
 EXPORT_FORMAT = "msanet-export"
@@ -92,44 +91,12 @@ def restore_rng_state(state: Mapping[str, Any]) -> None:
 def atomic_torch_save(obj: Any, path: str | Path) -> Path:
     """``torch.save`` to ``path`` so that ``path`` is either the old file or the complete new one.
 
-    The data goes to a temporary file in the same directory (same filesystem, so the final
-    ``os.replace`` is atomic), is fsync'ed to disk, then replaces ``path``. On any error the
-    temporary file is removed and the error re-raised; ``path`` is untouched.
+    The data goes to a temporary file in the same directory, is fsync'ed, then replaces
+    ``path`` (:func:`msanet_lib.runtime.atomic_open`); on any error ``path`` is untouched.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(obj, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-    return path
-
-
-def _fsync_dir(directory: Path) -> None:
-    """Persist the rename itself (POSIX); silently skipped where directories cannot be opened."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-# --------------------------------------------------------------------------------------------
-# Save / load
-# --------------------------------------------------------------------------------------------
+    with atomic_open(path, "wb") as handle:
+        torch.save(obj, handle)
+    return Path(path)
 
 
 def clean_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -23,10 +23,9 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
-from torch import nn
 from torch.utils.data import Dataset, Sampler, Subset
 
-from msanet_lib.course import pick_device
+from msanet_lib.runtime import select_device
 
 
 @dataclass(frozen=True)
@@ -46,27 +45,6 @@ class DistContext:
     def is_main(self) -> bool:
         """Only the main process (rank 0) logs, validates and writes checkpoints."""
         return self.rank == 0
-
-
-def select_device(preference: str = "auto", local_rank: int = 0) -> torch.device:
-    """CUDA (this process's GPU), then MPS, then CPU; or the one ``preference`` names.
-
-    Raises:
-        ValueError: ``preference`` names a device this machine does not have.
-    """
-    if preference not in ("auto", "cpu", "cuda", "mps"):
-        raise ValueError(f"--device {preference!r}: choose auto, cpu, cuda or mps.")
-    if preference == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda: this PyTorch build sees no CUDA GPU; use --device auto.")
-    if preference == "mps" and not (
-        getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
-    ):
-        raise ValueError("--device mps: Apple MPS is not available here; use --device auto.")
-    device = pick_device(preference)
-    if device.type == "cuda":
-        device = torch.device("cuda", local_rank % max(torch.cuda.device_count(), 1))
-        torch.cuda.set_device(device)
-    return device
 
 
 def init_distributed(device_preference: str = "auto") -> DistContext:
@@ -109,17 +87,6 @@ def all_reduce_mean(value: float, ctx: DistContext) -> float:
     tensor = torch.tensor([float(value)], dtype=torch.float64, device=backend_device)
     dist.all_reduce(tensor)
     return float(tensor.item()) / ctx.world_size
-
-
-def unwrap_model(model: nn.Module) -> nn.Module:
-    """The plain module inside DistributedDataParallel and/or torch.compile wrappers."""
-    while True:
-        if isinstance(model, nn.parallel.DistributedDataParallel):
-            model = model.module
-        elif hasattr(model, "_orig_mod"):
-            model = model._orig_mod  # torch.compile's OptimizedModule
-        else:
-            return model
 
 
 def sample_seed(seed: int, epoch: int, index: int) -> int:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import random
 import signal
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -28,12 +27,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
+from msanet_lib.runtime import autocast, remove_stale_temps, seed_all
 from msanet_lib.training.checkpoint import (
     capture_rng_state,
     export_model,
@@ -52,28 +51,9 @@ from msanet_lib.training.distributed import (
 from msanet_lib.training.run_log import RunLog
 from msanet_lib.training.schedule import PolySchedule
 
-AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
-
-
 # --------------------------------------------------------------------------------------------
 # Device-level helpers
 # --------------------------------------------------------------------------------------------
-
-
-def seed_all(seed: int) -> None:
-    """Seed Python, NumPy and torch (every device), as the authors' ``setup_seed``."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)  # noqa: NPY002 (the authors seed the global stream)
-    torch.manual_seed(seed)
-
-
-def autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManager[Any]:
-    """``torch.autocast`` in bf16/fp16 on ``device``, or a no-op for ``amp='none'``."""
-    if amp == "none":
-        return contextlib.nullcontext()
-    if amp not in AMP_DTYPES:
-        raise ValueError(f"amp={amp!r}: choose none, bf16 or fp16.")
-    return torch.autocast(device_type=device.type, dtype=AMP_DTYPES[amp])
 
 
 @contextlib.contextmanager
@@ -99,13 +79,6 @@ def to_device(batch: Any, device: torch.device, channels_last: bool = False) -> 
     if isinstance(batch, (list, tuple)):
         return type(batch)(to_device(v, device, channels_last) for v in batch)
     return batch
-
-
-def fix_batchnorm(model: nn.Module) -> None:
-    """Put every BatchNorm in eval mode (running statistics frozen), as BAM's ``fix_bn``."""
-    for module in model.modules():
-        if isinstance(module, nn.modules.batchnorm._BatchNorm):
-            module.eval()
 
 
 # --------------------------------------------------------------------------------------------
@@ -258,6 +231,8 @@ class Trainer:
         self.progress = progress and ctx.is_main
         self.last_path = self.out_dir / "last.pth"
         self.best_path = self.out_dir / "best.pth"
+        if ctx.is_main:  # temporary files of saves that a killed run never finished
+            remove_stale_temps(self.out_dir)
 
         model = spec.model
         if channels_last:

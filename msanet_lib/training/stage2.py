@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from msanet_lib.backbones.state_dicts import read_weights_file
 from msanet_lib.data.datasets import collate_episodes
 from msanet_lib.evaluation.protocol import evaluate
 from msanet_lib.model.msanet import MSANet
@@ -61,12 +62,12 @@ def load_base_learner(model: MSANet, path: str | Path) -> str:
         FileNotFoundError: no file at ``path``.
         ValueError: the file does not fit this model (another backbone or class count).
     """
+    how = ("Train it first (`msanet-train --stage base`), or set meta.base_learner to the "
+           "authors' PSPNet best.pth.")
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(
-            f"Base learner {path} not found. Train it first (`msanet-train --stage base`), or "
-            "set meta.base_learner to the authors' PSPNet best.pth.")
-    raw = torch.load(path, map_location="cpu", weights_only=True)
+        raise FileNotFoundError(f"Base learner {path} not found. {how}")
+    raw = read_weights_file(path, how_to_get=how)
     if isinstance(raw, dict) and raw.get("format") in (FORMAT, EXPORT_FORMAT):
         if raw.get("stage") != "base":
             raise ValueError(f"{path} is a '{raw.get('stage')}' checkpoint; the base learner "

@@ -20,7 +20,10 @@ def episode_iou(pred: torch.Tensor, target: torch.Tensor) -> float:
 
 def accumulated_miou(preds: torch.Tensor, targets: torch.Tensor, class_index: torch.Tensor,
                      n_classes: int) -> float:
-    """Sum foreground I and U per class over the episodes, divide, average present classes."""
+    """Sum foreground I and U per class over the episodes, divide, average over all classes.
+
+    A class that never appeared scores 0, as in the authors' test.py (I / (U + 1e-10)).
+    """
     valid = targets != IGNORE
     p = (preds == 1) & valid
     t = (targets == 1) & valid
@@ -28,8 +31,7 @@ def accumulated_miou(preds: torch.Tensor, targets: torch.Tensor, class_index: to
     union = (p | t).sum(dim=(1, 2))
     class_i = torch.zeros(n_classes, dtype=torch.int64).index_add_(0, class_index, inter)
     class_u = torch.zeros(n_classes, dtype=torch.int64).index_add_(0, class_index, union)
-    present = class_u > 0
-    return (class_i[present].double() / class_u[present]).mean().item()
+    return (class_i.double() / class_u.clamp_min(1)).mean().item()
 
 
 def all_background_fb_iou(targets: torch.Tensor) -> float:

@@ -19,8 +19,8 @@ from msanet_lib.evaluation.protocol import (
     collate_for_eval,
     evaluate,
     resize_to_sides,
-    seed_everything,
 )
+from msanet_lib.runtime import seed_all
 
 SIZE = 16  # network input side
 RAW_SIZES = [(10, 13), (16, 9), (7, 7), (20, 11), (1, 3)]
@@ -81,7 +81,7 @@ class FakeModel(nn.Module):
 
 def naive_protocol(model: nn.Module, dataset: FakeEpisodes, episodes: int, seed: int) -> FewShotIoU:
     """One episode at a time, F.interpolate per episode, canvas built by hand."""
-    seed_everything(seed)
+    seed_all(seed)
     meter = FewShotIoU(dataset.novel_classes)
     with torch.no_grad():
         for i in range(episodes):

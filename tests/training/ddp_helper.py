@@ -10,9 +10,10 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from msanet_lib.runtime import seed_all
 from msanet_lib.training.config import config_from_dict
 from msanet_lib.training.distributed import cleanup_distributed, init_distributed
-from msanet_lib.training.engine import Trainer, seed_all
+from msanet_lib.training.engine import Trainer
 from msanet_lib.training.stage2 import build_meta_stage
 
 

@@ -15,10 +15,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from msanet_lib.runtime import seed_all
 from msanet_lib.training.checkpoint import load_checkpoint
 from msanet_lib.training.config import TrainConfig
 from msanet_lib.training.distributed import DistContext
-from msanet_lib.training.engine import Trainer, seed_all
+from msanet_lib.training.engine import Trainer
 from msanet_lib.training.stage0 import build_pretrain_stage
 from msanet_lib.training.stage1 import build_base_stage
 from msanet_lib.training.stage2 import build_meta_stage
