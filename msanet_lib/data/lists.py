@@ -44,16 +44,22 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from msanet_lib.runtime import atomic_write_text
 from msanet_lib.data.io import read_label
+from msanet_lib.data.list_files import (
+    PIXELS_FORMAT,
+    Pair,
+    count_class_pixels,
+    pairs_digest,
+    parse_list_lines,
+    write_pairs,
+)
 from msanet_lib.data.splits import IGNORE_LABEL, FoldSplit, benchmark_info, fold_split
+from msanet_lib.data.toy import TOY_META, ensure_toy_benchmark
+from msanet_lib.runtime import atomic_write_text
 
 REGIMES = ("bam", "pfenet")
 SPLITS = ("train", "val")
-PIXELS_FORMAT = "msanet-class-pixels/1"
 EPISODE_LIST_FORMAT = "msanet-fss-list/1"
-
-Pair = tuple[str, str]  # (image path, label path), relative to the dataset folder
 
 
 @dataclass
@@ -109,8 +115,6 @@ def dataset_dir(benchmark: str, root: Path | str | None = None) -> Path:
     info = benchmark_info(benchmark)
     base = Path(root).expanduser() if root is not None else data_root()
     if info.name == "toy":
-        from msanet_lib.data.toy import TOY_META, ensure_toy_benchmark
-
         if root is None:
             return ensure_toy_benchmark(base / "toy")
         if (base / TOY_META).is_file():
@@ -135,39 +139,6 @@ def dataset_dir(benchmark: str, root: Path | str | None = None) -> Path:
 # --------------------------------------------------------------------------------------------
 # Split lists
 # --------------------------------------------------------------------------------------------
-
-def _pair_from_line(line: str, benchmark: str, source: Path | str, lineno: int) -> Pair:
-    parts = line.split()
-    if len(parts) == 2:
-        return parts[0], parts[1]
-    if len(parts) == 1:
-        stem = parts[0]
-        if benchmark == "coco":
-            split = "train2014" if "train2014" in stem else "val2014"
-            return f"{split}/{stem}.jpg", f"annotations/{split}/{stem}.png"
-        return f"JPEGImages/{stem}.jpg", f"SegmentationClassAug/{stem}.png"
-    raise ValueError(
-        f"{source}, line {lineno}: expected an image id or '<image> <label>', got {line!r}."
-    )
-
-
-def parse_list_lines(lines: Iterable[str], benchmark: str, source: Path | str = "<list>"
-                     ) -> list[Pair]:
-    """Pairs from list lines: ``<image> <label>`` pairs or bare ids (VOC ``ImageSets`` and
-    SBD ``train_noval.txt`` hold ids; an id ``x`` means ``JPEGImages/x.jpg`` +
-    ``SegmentationClassAug/x.png``). Blank lines are skipped; leading ``/`` is kept."""
-    pairs = []
-    for lineno, raw in enumerate(lines, start=1):
-        line = raw.strip()
-        if line:
-            pairs.append(_pair_from_line(line, benchmark, source, lineno))
-    return pairs
-
-
-def write_pairs(path: Path, pairs: Sequence[Pair]) -> None:
-    """Write a split list, one ``<image> <label>`` line per pair."""
-    atomic_write_text(Path(path), "".join(f"{i} {lbl}\n" for i, lbl in pairs))
-
 
 def write_split_list(directory: Path, benchmark: str, split: str,
                      sources: Sequence[Path | str]) -> Path:
@@ -257,20 +228,6 @@ def _check_split(split: str) -> None:
 # Per-image class pixel counts (cached)
 # --------------------------------------------------------------------------------------------
 
-def _pairs_digest(pairs: Sequence[Pair]) -> str:
-    h = hashlib.sha1()
-    for img, lbl in pairs:
-        h.update(f"{img} {lbl}\n".encode())
-    return h.hexdigest()
-
-
-def count_class_pixels(label: np.ndarray, num_classes: int) -> dict[int, int]:
-    """``{class id: pixel count}`` of the foreground classes in ``label`` (no 0, no 255)."""
-    counts = np.bincount(label.ravel(), minlength=256)
-    ids = np.flatnonzero(counts[1 : num_classes + 1]) + 1
-    return {int(c): int(counts[c]) for c in ids}
-
-
 def class_pixels(directory: Path, benchmark: str, split: str, *, rebuild: bool = False,
                  progress: bool = False) -> tuple[list[Pair], list[dict[int, int]]]:
     """Every image of a split and its per-class pixel counts, from the cache if it matches.
@@ -284,7 +241,7 @@ def class_pixels(directory: Path, benchmark: str, split: str, *, rebuild: bool =
     directory = Path(directory)
     info = benchmark_info(benchmark)
     pairs = split_list(directory, benchmark, split)
-    digest = _pairs_digest(pairs)
+    digest = pairs_digest(pairs)
     cache = directory / "lists" / f"pixels_{split}.json"
     if cache.is_file() and not rebuild:
         try:
@@ -382,7 +339,7 @@ def episode_lists(directory: Path, benchmark: str, fold: int, split: str, *,
     fs = fold_split(benchmark, fold, coco_split)
     tag = f"{regime}-{coco_split}" if benchmark == "coco" and coco_split != "interleaved" else regime
     path = episode_list_path(directory, split, fold, tag, min_pixels)
-    pairs_digest = _pairs_digest(split_list(directory, benchmark, split))
+    pairs_digest = pairs_digest(split_list(directory, benchmark, split))
     if path.is_file() and not rebuild:
         try:
             cached = load_episode_lists(path)

@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from msanet_lib.data.lists import PIXELS_FORMAT, _pairs_digest, count_class_pixels, write_pairs
+from msanet_lib.data.list_files import PIXELS_FORMAT, count_class_pixels, pairs_digest, write_pairs
 
 TOY_META = "toy_benchmark.json"
 TOY_FORMAT_VERSION = 1
@@ -387,7 +387,7 @@ def _write_split(directory: Path, split: str, images: list[np.ndarray],
     write_pairs(directory / "lists" / f"{split}.txt", pairs)
     # The pixel cache of lists.py, filled from memory instead of re-reading every label.
     payload = {"format": PIXELS_FORMAT, "benchmark": "toy", "split": split,
-               "digest": _pairs_digest(pairs),
+               "digest": pairs_digest(pairs),
                "pixels": [{str(k): n for k, n in d.items()} for d in counts]}
     (directory / "lists" / f"pixels_{split}.json").write_text(
         json.dumps(payload, separators=(",", ":")))
