@@ -400,6 +400,68 @@ def _safe_member_path(archive: Path, name: str, dest: Path) -> Path:
     return target
 
 
+class _LinkWalker:
+    """Follows paths inside ``dest`` as extraction would: through the symbolic links created by
+    the members seen so far and those already on disk, so that a chain (``l1 -> .``, then
+    ``l1/l2 -> ..``, then ``l2/evil.txt``) is caught before anything is written."""
+
+    def __init__(self, dest: Path) -> None:
+        self.dest = dest
+        self.links: dict[tuple[str, ...], str] = {}
+
+    def _link_at(self, parts: tuple[str, ...]) -> str | None:
+        if parts in self.links:
+            return self.links[parts]
+        real = self.dest.joinpath(*parts)
+        return os.readlink(real) if real.is_symlink() else None
+
+    def resolve(self, parts: list[str], follow_last: bool = True) -> tuple[str, ...] | None:
+        """``parts`` (relative to ``dest``) with every link followed; None if it leaves ``dest``."""
+        out: list[str] = []
+        queue = [p for p in parts]
+        hops = 0
+        while queue:
+            part = queue.pop(0)
+            if part in ("", "."):
+                continue
+            if part == "..":
+                if not out:
+                    return None
+                out.pop()
+                continue
+            out.append(part)
+            if not queue and not follow_last:
+                break
+            target = self._link_at(tuple(out))
+            if target is not None:
+                hops += 1
+                target_path = PurePosixPath(target.replace("\\", "/"))
+                if hops > 64 or target_path.is_absolute():
+                    return None  # a loop, or a link to an absolute path
+                out.pop()
+                queue = [*target_path.parts, *queue]
+        return tuple(out)
+
+    def check(self, archive: Path, member: tarfile.TarInfo) -> None:
+        """Raise if ``member`` (or the link it makes) would reach outside ``dest``."""
+        parts = list(PurePosixPath(member.name.replace("\\", "/")).parts)
+        if member.issym():
+            where = self.resolve(parts, follow_last=False)
+            if where is None:
+                raise _unsafe(archive, member.name, self.dest)
+            link = PurePosixPath(member.linkname.replace("\\", "/"))
+            if link.is_absolute() or self.resolve([*where[:-1], *link.parts]) is None:
+                raise _unsafe(archive, f"{member.name} -> {member.linkname}", self.dest)
+            self.links[where] = member.linkname
+            return
+        if self.resolve(parts) is None:
+            raise _unsafe(archive, member.name, self.dest)
+        if member.islnk():  # hard links are relative to the archive root
+            link = PurePosixPath(member.linkname.replace("\\", "/"))
+            if link.is_absolute() or self.resolve(list(link.parts)) is None:
+                raise _unsafe(archive, f"{member.name} -> {member.linkname}", self.dest)
+
+
 def extract_archive(archive: Path, dest: Path) -> Path:
     """Unpacks a tar (optionally compressed) or zip ``archive`` into ``dest``.
 
@@ -438,21 +500,27 @@ def extract_archive(archive: Path, dest: Path) -> Path:
     elif tarfile.is_tarfile(archive):
         with tarfile.open(archive) as tf:
             members = tf.getmembers()
+            walker = _LinkWalker(dest)
             for m in members:
-                target = _safe_member_path(archive, m.name, dest)
-                if m.issym() or m.islnk():
-                    # Symlinks are relative to their folder, hard links to the archive root.
-                    base = target.parent if m.issym() else dest
-                    link = (base / m.linkname).resolve()
-                    if os.path.isabs(m.linkname) or not link.is_relative_to(dest):
-                        raise _unsafe(archive, f"{m.name} -> {m.linkname}", dest)
-                elif not (m.isfile() or m.isdir()):
+                _safe_member_path(archive, m.name, dest)
+                if not (m.isfile() or m.isdir() or m.issym() or m.islnk()):
                     raise ValueError(
-                        f"{archive} contains the special file '{m.name}'; refusing to unpack it."
+                        f"{archive} contains the special file '{m.name}'; refusing to unpack it "
+                        "(nothing was extracted)."
                     )
-            # The "data" filter (Python >= 3.11.4) is a second line of defence.
+                walker.check(archive, m)
+            # The "data" filter (Python >= 3.11.4, 3.10.12) is a second line of defence; on
+            # Pythons without it the walk above is the only one, and it is complete.
             extra = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
-            tf.extractall(dest, members=members, **extra)
+            try:
+                tf.extractall(dest, members=members, **extra)
+            except tarfile.TarError as err:  # FilterError and its kin: explain, do not dump
+                raise ValueError(
+                    f"{archive}: Python's tar safety filter refused the member "
+                    f"'{getattr(getattr(err, 'tarinfo', None), 'name', '?')}' ({err}); files "
+                    f"before it may have been written to {dest}. Download the archive again "
+                    "from the official source."
+                ) from err
     else:
         raise ValueError(
             f"{archive} is neither a zip nor a tar archive; it may be an HTML error page or a "

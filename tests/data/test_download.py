@@ -234,6 +234,66 @@ def test_path_traversal_archives_are_rejected(tmp_path: Path, kind, members, lin
     assert not (dest / "ok.txt").exists()  # checked before anything is written
 
 
+def tar_in_order(entries: list[tuple[str, str, object]]) -> bytes:
+    """A tar of (name, "file" | "sym" | "hard" | "fifo", data or link target), in this order."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tf:
+        for name, kind, payload in entries:
+            info = tarfile.TarInfo(name)
+            if kind == "file":
+                info.size = len(payload)
+                tf.addfile(info, io.BytesIO(payload))
+                continue
+            info.type = {"sym": tarfile.SYMTYPE, "hard": tarfile.LNKTYPE,
+                         "fifo": tarfile.FIFOTYPE}[kind]
+            info.linkname = payload or ""
+            tf.addfile(info)
+    return buf.getvalue()
+
+
+CHAINED = [("ok.txt", "file", b"x"), ("l1", "sym", "."), ("l1/l2", "sym", ".."),
+           ("l2/evil.txt", "file", b"x")]
+
+
+@pytest.mark.parametrize("has_data_filter", [True, False])
+@pytest.mark.parametrize("entries", [
+    CHAINED,
+    [("d", "sym", "sub/.."), ("sub", "sym", ".."), ("d/evil.txt", "file", b"x")],
+    [("loop", "sym", "loop2"), ("loop2", "sym", "loop"), ("loop/x", "file", b"x")],
+    [("ok.txt", "file", b"x"), ("up", "sym", "a/../.."), ("up/evil.txt", "file", b"x")],
+    [("h", "hard", "../evil.txt")],
+])
+def test_chained_links_are_refused_before_anything_is_written(
+        tmp_path: Path, monkeypatch, entries, has_data_filter: bool) -> None:
+    if not has_data_filter:  # the Pythons 3.10 / 3.11.0-3 that requires-python allows
+        monkeypatch.delattr(tarfile, "data_filter", raising=False)
+    archive = tmp_path / "bad.tar"
+    archive.write_bytes(tar_in_order(entries))
+    dest = tmp_path / "deep" / "out"
+    with pytest.raises(ValueError, match="outside .*nothing was extracted"):
+        dl.extract_archive(archive, dest)
+    assert list(dest.iterdir()) == []
+    assert not (tmp_path / "deep" / "evil.txt").exists() and not (tmp_path / "evil.txt").exists()
+
+
+def test_links_that_stay_inside_are_extracted(tmp_path: Path) -> None:
+    archive = tmp_path / "good.tar"
+    archive.write_bytes(tar_in_order([("a/b.txt", "file", b"hi"), ("latest", "sym", "a"),
+                                      ("a/up", "sym", ".."), ("copy", "hard", "a/b.txt")]))
+    dest = dl.extract_archive(archive, tmp_path / "out")
+    assert (dest / "latest" / "b.txt").read_bytes() == b"hi"
+    assert (dest / "a" / "up" / "a" / "b.txt").read_bytes() == b"hi"
+    assert (dest / "copy").read_bytes() == b"hi"
+
+
+def test_special_files_are_refused(tmp_path: Path) -> None:
+    archive = tmp_path / "fifo.tar"
+    archive.write_bytes(tar_in_order([("ok.txt", "file", b"x"), ("pipe", "fifo", None)]))
+    with pytest.raises(ValueError, match="special file 'pipe'.*nothing was extracted"):
+        dl.extract_archive(archive, tmp_path / "out")
+    assert not (tmp_path / "out" / "ok.txt").exists()
+
+
 def test_extract_archive_is_idempotent(tmp_path: Path) -> None:
     archive = tmp_path / "good.tar"
     archive.write_bytes(tar_bytes({"a/b.txt": b"hello"}))
