@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import os
 import random
 import sys
@@ -93,6 +94,28 @@ def autocast(device: torch.device, amp: str | None) -> contextlib.AbstractContex
     if dtype == torch.float16 and device.type == "cpu":
         raise ValueError("amp='fp16' needs a GPU; use amp='bf16' on the CPU.")
     return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def float32_autocast_off(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Run ``fn`` with autocast disabled and its float16/bfloat16 tensor arguments in float32.
+
+    For products whose magnitude float16 cannot hold (65504): the Gram matrices of the scene
+    difference and the unnormalised dot products of the prior. float32 and float64 inputs pass
+    unchanged, so float32 results are bit-identical with or without this decorator.
+    """
+
+    def cast(value: Any) -> Any:
+        if isinstance(value, torch.Tensor) and value.dtype in (torch.float16, torch.bfloat16):
+            return value.float()
+        return value
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        device = next((a.device.type for a in args if isinstance(a, torch.Tensor)), "cpu")
+        with torch.autocast(device_type=device, enabled=False):
+            return fn(*[cast(a) for a in args], **{k: cast(v) for k, v in kwargs.items()})
+
+    return wrapper
 
 
 def unwrap_model(model: nn.Module) -> nn.Module:

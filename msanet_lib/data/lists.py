@@ -339,11 +339,11 @@ def episode_lists(directory: Path, benchmark: str, fold: int, split: str, *,
     fs = fold_split(benchmark, fold, coco_split)
     tag = f"{regime}-{coco_split}" if benchmark == "coco" and coco_split != "interleaved" else regime
     path = episode_list_path(directory, split, fold, tag, min_pixels)
-    pairs_digest = pairs_digest(split_list(directory, benchmark, split))
+    list_digest = pairs_digest(split_list(directory, benchmark, split))
     if path.is_file() and not rebuild:
         try:
             cached = load_episode_lists(path)
-            if cached.extra.get("digest") == pairs_digest:
+            if cached.extra.get("digest") == list_digest:
                 return cached
         except ValueError:
             pass  # unreadable cache: rebuild it
@@ -351,7 +351,7 @@ def episode_lists(directory: Path, benchmark: str, fold: int, split: str, *,
     lists = select_episode_images(pairs, counts, fs, split, regime, min_pixels)
     lists.source = str(path)
     save_episode_lists(lists, path, benchmark=benchmark, fold=fold, split=split,
-                       base=list(fs.base), novel=list(fs.novel), digest=pairs_digest)
+                       base=list(fs.base), novel=list(fs.novel), digest=list_digest)
     return lists
 
 

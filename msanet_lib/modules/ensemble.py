@@ -21,6 +21,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from msanet_lib.runtime import float32_autocast_off
+
 GRAM_EPS = 1e-7
 
 
@@ -32,6 +34,7 @@ def gram_matrix(feat: Tensor, eps: float = GRAM_EPS) -> Tensor:
     return f.bmm(f.transpose(1, 2)) / (norm.bmm(norm.transpose(1, 2)) + eps)
 
 
+@float32_autocast_off
 def scene_difference(query_low: Tensor, supp_low: Tensor, eps: float = GRAM_EPS) -> Tensor:
     """psi for every shot.
 

@@ -16,9 +16,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from msanet_lib.runtime import float32_autocast_off
+
 PRIOR_EPS = 1e-7
 
 
+@float32_autocast_off
 def prior_mask(
     query_feat: Tensor,
     supp_feat: Tensor,

@@ -79,6 +79,16 @@ def broadcast_object(obj: Any, ctx: DistContext) -> Any:
     return box[0]
 
 
+def all_reduce_mean_tensor(tensor: torch.Tensor, ctx: DistContext) -> torch.Tensor:
+    """The mean of ``tensor`` over all ranks (a copy; ``tensor`` itself is unchanged)."""
+    if not ctx.distributed:
+        return tensor
+    backend_device = ctx.device if dist.get_backend() == "nccl" else torch.device("cpu")
+    out = tensor.detach().to(backend_device, copy=True)
+    dist.all_reduce(out)
+    return out / ctx.world_size
+
+
 def all_reduce_mean(value: float, ctx: DistContext) -> float:
     """Average of a Python number over all ranks (for logging the global loss)."""
     if not ctx.distributed:

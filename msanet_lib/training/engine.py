@@ -45,6 +45,7 @@ from msanet_lib.training.distributed import (
     EpochBatchSampler,
     SeededDataset,
     all_reduce_mean,
+    all_reduce_mean_tensor,
     barrier,
     broadcast_object,
 )
@@ -301,13 +302,20 @@ class Trainer:
         return step
 
     def _check_finite(self, step: torch.Tensor | None = None) -> dict[str, float]:
-        """Read the epoch sums (and this step's losses) on the host; raise if any is not finite."""
+        """Read the epoch sums (and this step's losses) on the host; raise if any is not finite.
+
+        Under DDP every rank calls this at the same iterations: the check and the returned step
+        losses use the all-rank mean, so every rank logs the same number and all of them raise
+        together (one rank raising alone would leave the others waiting in a collective).
+        """
         if self._sums is None:
             return {}
-        sums = self._sums.tolist()
-        self.epoch_sums = dict(zip(self._sum_keys, sums))
-        values = dict(zip(self._sum_keys, step.tolist())) if step is not None else {}
-        if not all(math.isfinite(v) for v in [*sums, *values.values()]):
+        n = len(self._sum_keys)
+        both = self._sums if step is None else torch.cat([self._sums, step])
+        reduced = all_reduce_mean_tensor(both, self.ctx).tolist()
+        self.epoch_sums = dict(zip(self._sum_keys, self._sums.tolist()))  # this rank's sums
+        values = dict(zip(self._sum_keys, reduced[n:]))
+        if not all(math.isfinite(v) for v in reduced):
             raise FloatingPointError(
                 f"{self.spec.name} stage: the loss became inf or NaN between iterations "
                 f"{self._checked_at + 1} and {self.iteration}; lower base_lr or use --amp none.")

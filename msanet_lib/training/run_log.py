@@ -3,7 +3,8 @@
 Files in a stage's folder (``<out>/base`` or ``<out>/meta``):
 
 - ``log.csv`` and ``log.jsonl``: one record per epoch (loss, lr, validation mIoU, best so far);
-- ``iterations.csv``: loss and lr every ``runtime.log_every`` iterations;
+- ``iterations.csv``: loss (under torchrun the mean over all ranks, as in ``log.csv``) and lr
+  every ``runtime.log_every`` iterations;
 - ``curves.png``: both drawn by :func:`msanet_lib.viz.curves.plot_training_curves`;
 - ``tb/``: TensorBoard events, when ``torch.utils.tensorboard`` can be imported.
 

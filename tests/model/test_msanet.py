@@ -233,3 +233,21 @@ def test_forward_is_the_upsampled_record_and_trusted_inputs_skip_only_the_checks
         model.trusted_inputs = True
         model(ep["x"], ep["s_x"], bad)  # the engine's path: no value check, no host sync
         torch.testing.assert_close(model(ep["x"], ep["s_x"], ep["s_y"]).final_out, out.final_out)
+
+
+def test_float16_autocast_with_large_activations_stays_finite() -> None:
+    # Gram matrices and the prior's dot products pass float16's 65504 at these magnitudes; they
+    # run in float32 under autocast (runtime.float32_autocast_off). Without it final_out is NaN.
+    model = _model(1).eval()
+    ep = _episode(2, 1)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.float16):
+        out = model(ep["x"] * 4, ep["s_x"] * 4, ep["s_y"])
+    assert all(torch.isfinite(t.float()).all() for t in out)
+    from msanet_lib.modules.prior import prior_mask
+
+    q, s = torch.randn(1, 64, 6, 6) * 40, torch.randn(1, 1, 64, 6, 6) * 40
+    mask = torch.ones(1, 1, 24, 24)
+    ref = prior_mask(q, s, mask, (6, 6))
+    with torch.autocast("cpu", dtype=torch.float16):
+        half = prior_mask(q.half(), s.half(), mask.half(), (6, 6))
+    assert half.dtype == torch.float32 and (half - ref).abs().max() < 1e-2

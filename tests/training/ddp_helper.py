@@ -56,6 +56,7 @@ def train(rank: int, world_size: int, port: int, cfg_dict: dict, out: str) -> No
             if isinstance(module, nn.modules.dropout._DropoutNd):
                 module.p = 0.0
         spec.train_set = NoIgnore(spec.train_set)
-        Trainer(spec, recipe, ctx, Path(out), cfg.to_dict(), cfg.seed, progress=False).fit()
+        Trainer(spec, recipe, ctx, Path(out), cfg.to_dict(), cfg.seed, progress=False,
+                log_every=1).fit()
     finally:
         cleanup_distributed()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import socket
 import sys
 from collections.abc import Callable
@@ -52,3 +53,9 @@ def test_two_gloo_processes_match_one_process(tiny_config: Callable[..., TrainCo
     assert moved > 5  # gradients really flowed into the trainable modules
     assert a["metrics"]["history"][0]["loss"] == pytest.approx(b["metrics"]["history"][0]["loss"],
                                                                 rel=1e-5)
+    # iterations.csv logs the all-rank mean too (it used to hold rank 0's half of the batch)
+    def logged(folder: Path) -> list[float]:
+        with (folder / "iterations.csv").open() as handle:
+            return [float(row["loss"]) for row in csv.DictReader(handle)]
+
+    assert logged(two) == pytest.approx(logged(one), rel=1e-5) and len(logged(one)) == 2
