@@ -188,8 +188,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--folds", type=int, nargs="+", default=None,
                    help="default: the checkpoint's fold, else 0")
     p.add_argument("--test-size", type=int, default=None,
-                   help="square test canvas in pixels (default: the benchmark's, the authors' 473 "
-                        "for PASCAL and COCO, 128 for toy); the training size is shown beside it")
+                   help="square test canvas in pixels (default: the authors' 473 for PASCAL, 641 "
+                        "for COCO; 128 for toy); the training size is shown beside it")
     p.add_argument("--episodes", type=int, default=EPISODES)
     p.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS))
     p.add_argument("--fast", action="store_true",

@@ -83,7 +83,7 @@ def test_corrupt_and_foreign_checkpoints(tmp_path, capsys) -> None:
     bad = tmp_path / "bad.pth"
     bad.write_bytes(b"not a torch file")
     assert cli.main(["--checkpoint", str(bad), "--device", "cpu"]) == 2
-    assert "cannot be read" in capsys.readouterr().err
+    assert "is not a PyTorch checkpoint or is truncated" in capsys.readouterr().err
     base = tmp_path / "base.pth"
     torch.save({"format": "msanet-export", "stage": "base", "model_config": {},
                 "state_dict": {}}, base)
