@@ -43,3 +43,12 @@ def test_notebook_follows_the_template(path: Path) -> None:
     assert "course.setup(" in text, f"{path.name} must call course.setup()"
     code = "\n".join(_source(c) for c in cells if c["cell_type"] == "code")
     assert "assert" in code, f"{path.name} has no assertion cell checking what it teaches"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_names_its_kernel_and_language(path: Path) -> None:
+    # Without a kernelspec JupyterLab opens a "Select Kernel" dialog instead of running.
+    meta = json.loads(path.read_text(encoding="utf-8"))["metadata"]
+    assert meta.get("kernelspec", {}).get("name") == "python3", f"{path.name}: no python3 kernelspec"
+    assert meta["kernelspec"].get("language") == "python", f"{path.name}: kernelspec language"
+    assert meta.get("language_info", {}).get("name") == "python", f"{path.name}: no language_info"
