@@ -30,7 +30,7 @@ import torch
 
 from msanet_lib.model.msanet import MSANet, MSANetConfig
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 def _proc_status_kib(field: str) -> int | None:

@@ -46,27 +46,49 @@ from msanet_lib.data.transforms import test_transform
 from msanet_lib.evaluation.metrics import MultiClassIoU
 from msanet_lib.evaluation.protocol import SEEDS, evaluate
 from msanet_lib.model.baselines import AllForeground, PrototypeBaseline, choose_threshold
-from msanet_lib.model.msanet import MSANet, MSANetConfig
+from msanet_lib.model.msanet import MSANet, msanet_for_shots
 from msanet_lib.model.pspnet import PSPNet
 from msanet_lib.training.checkpoint import export_model, load_checkpoint
 from msanet_lib.training.config import load_config
 from msanet_lib.training.data import base_class_dataset
-from msanet_lib.training.pipeline import stage_dir
 from msanet_lib.utils import REPO_ROOT
 
 RUNS = REPO_ROOT / "runs" / "toy"
-RESULTS = REPO_ROOT / "checkpoints" / "toy" / "results"
-STAGE0_EXPORT = REPO_ROOT / "checkpoints" / "toy" / "stage0" / "resnet_toy.pth"
+SHIP = REPO_ROOT / "checkpoints" / "toy"
 # The shipped models train longer than toy.yaml's budget, which is sized for msanet-demo (one
 # fold in about 8 minutes): with that budget every validation curve was still rising
-# (docs/toy-world.md). Stage 0: 8 epochs instead of 4; stages 1 and 2: 2000 and 1200 iterations
-# instead of 800 and 600. The ablation rows use the same stage-2 budget as the folds.
-SHIPPED_SCHEDULE = {"stage0": ("pretrain.epochs=8",), "meta": ("meta.epochs=6",),
-                    "base": ("base.epochs=10",)}
+# (docs/toy-world.md). Epochs per stage (stage 0: 375 iterations of batch 16 per epoch;
+# stages 1 and 2: 200 iterations of batch 8 per epoch); ``--*-epochs`` change them.
+SHIPPED_EPOCHS = {"stage0": 8, "base": 10, "meta": 6}
 
 
-def _schedule(*stages: str) -> list[str]:
-    return [arg for stage in stages for value in SHIPPED_SCHEDULE[stage] for arg in ("--set", value)]
+class Layout:
+    """Where one set of runs lives (``runs``) and where its products go (``ship``: the stage-0
+    export, one MSANet per fold, the result files), plus how every ``msanet-train`` is run."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.runs = Path(args.runs).resolve()
+        self.ship = Path(args.ship).resolve()
+        self.results = self.ship / "results"
+        self.stage0 = self.ship / "stage0" / "resnet_toy.pth"
+        self.device = args.device
+        self.workers = args.workers
+        self.extra = [a for value in args.set for a in ("--set", value)]
+        self.epochs = {"stage0": args.stage0_epochs, "base": args.base_epochs,
+                       "meta": args.meta_epochs,
+                       "ablation": args.ablation_epochs or args.meta_epochs}
+
+    def schedule(self, *stages: str) -> list[str]:
+        key = {"stage0": "pretrain", "base": "base", "meta": "meta", "ablation": "meta"}
+        return [a for st in stages for a in ("--set", f"{key[st]}.epochs={self.epochs[st]}")]
+
+    def fold_checkpoint(self, fold: int) -> Path:
+        return self.ship / f"fold{fold}" / "msanet_1shot.pth"
+
+    def ablation_dir(self, row: str, seed: int) -> Path:
+        return self.runs / "ablation" / f"{SLUGS[row]}_seed{seed}"
+
+
 ABLATION = {
     "prototype + prior (PFENet-like)": dict(use_multi_similarity=False, use_attention=False,
                                             use_base_learner=False),
@@ -85,80 +107,84 @@ THRESHOLDS = [round(0.05 * i, 2) for i in range(4, 20)]
 # Training: msanet-train processes
 # --------------------------------------------------------------------------------------------
 
-def _msanet_train(args: list[str], log: Path, threads: int) -> None:
+def _msanet_train(lay: Layout, args: list[str], log: Path, threads: int) -> None:
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     log.parent.mkdir(parents=True, exist_ok=True)
     start = time.time()
+    runtime = ["--device", lay.device] + (["--workers", str(lay.workers)]
+                                          if lay.workers is not None else [])
     with log.open("a") as fh:
-        cmd = [sys.executable, "-m", "msanet_lib.training", "--no-progress", "--resume", *args]
+        cmd = [sys.executable, "-m", "msanet_lib.training", "--no-progress", "--resume",
+               *runtime, *args, *lay.extra]
         fh.write(f"$ {' '.join(cmd[1:])}\n")
         fh.flush()
         code = subprocess.call(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env)
     print(f"{'done' if code == 0 else f'FAILED ({code})'} in {(time.time() - start) / 60:.1f} "
-          f"min: msanet-train {' '.join(args)} (log {log.relative_to(REPO_ROOT)})", flush=True)
+          f"min: msanet-train {' '.join(args)} (log {log})", flush=True)
     if code != 0:
         raise RuntimeError(f"msanet-train {' '.join(args)} failed; see {log}")
 
 
-def stage0(threads: int) -> None:
-    out = RUNS / "stage0"
-    _msanet_train(["--stage", "pretrain", "--out", str(out), *_schedule("stage0")],
-                  RUNS / "stage0.log", threads)
+def stage0(lay: Layout, threads: int) -> None:
+    out = lay.runs / "stage0"
+    _msanet_train(lay, ["--stage", "pretrain", "--out", str(out), *lay.schedule("stage0")],
+                  lay.runs / "stage0.log", threads)
     ckpt = load_checkpoint(out / "pretrain" / "best.pth")
     backbone = {k: v for k, v in ckpt["state_dict"].items() if k.startswith("layer")}
-    STAGE0_EXPORT.parent.mkdir(parents=True, exist_ok=True)
-    export_model(STAGE0_EXPORT, stage="pretrain", model_config=ckpt["model_config"],
+    lay.stage0.parent.mkdir(parents=True, exist_ok=True)
+    export_model(lay.stage0, stage="pretrain", model_config=ckpt["model_config"],
                  state_dict=backbone, metrics=ckpt["metrics"], config=ckpt["config"])
     done = json.loads((out / "pretrain" / "done.json").read_text())
     print(f"stage 0: val attribute mIoU {100 * done['best_miou']:.2f} in "
-          f"{done['seconds'] / 60:.1f} min -> {STAGE0_EXPORT.relative_to(REPO_ROOT)} "
-          f"({STAGE0_EXPORT.stat().st_size / 2**20:.1f} MiB)")
+          f"{done['seconds'] / 60:.1f} min -> {lay.stage0} "
+          f"({lay.stage0.stat().st_size / 2**20:.1f} MiB)", flush=True)
 
 
-def _fold_job(fold: int, threads: int) -> None:
-    _msanet_train(["--fold", str(fold), "--out", str(RUNS / f"fold{fold}"),
-                   *_schedule("base", "meta")], RUNS / f"fold{fold}.log", threads)
-    export_fold(fold)
+def _fold_job(lay: Layout, fold: int, threads: int) -> None:
+    # stage 1 starts from this layout's stage 0 (the shipped one by default, which is also
+    # what ``base.init: imagenet`` resolves to)
+    _msanet_train(lay, ["--fold", str(fold), "--out", str(lay.runs / f"fold{fold}"),
+                        "--set", f"base.init={lay.stage0}", *lay.schedule("base", "meta")],
+                  lay.runs / f"fold{fold}.log", threads)
+    export_fold(lay, fold)
 
 
-def _ablation_job(row: str, seed: int, threads: int) -> None:
-    base = RUNS / "fold0" / "base" / "best.pth"
-    while not (RUNS / "fold0" / "base" / "done.json").is_file():
-        time.sleep(20)  # waits for fold 0's stage 1 (running in another job)
-    args = ["--stage", "meta", "--fold", "0", "--out", str(_ablation_dir(row, seed)),
-            "--set", f"seed={seed}", "--set", f"meta.base_learner={base}", *_schedule("meta")]
+def _ablation_job(lay: Layout, row: str, seed: int, threads: int) -> None:
+    base = lay.runs / "fold0" / "base" / "best.pth"
+    while not (lay.runs / "fold0" / "base" / "done.json").is_file():
+        time.sleep(10)  # waits for fold 0's stage 1 (running in another job)
+    out = lay.ablation_dir(row, seed)
+    args = ["--stage", "meta", "--fold", "0", "--out", str(out),
+            "--set", f"seed={seed}", "--set", f"meta.base_learner={base}",
+            *lay.schedule("ablation")]
     for key, value in ABLATION[row].items():
         args += ["--set", f"model.{key}={str(value).lower()}"]
-    _msanet_train(args, _ablation_dir(row, seed) / "train.log", threads)
+    _msanet_train(lay, args, out / "train.log", threads)
 
 
-def _ablation_dir(row: str, seed: int) -> Path:
-    if row.endswith("(= MSANet)") and seed == TRAIN_SEED:
-        return RUNS / "fold0"  # the shipped fold-0 model is this row's first seed
-    return RUNS / "ablation" / f"{SLUGS[row]}_seed{seed}"
-
-
-def export_fold(fold: int) -> Path:
-    cfg = load_config("toy", {"fold": fold, "shots": 1, "out": str(RUNS / f"fold{fold}")})
-    ckpt = load_checkpoint(stage_dir(cfg, "meta") / "best.pth")
-    target = course.toy_checkpoint(fold)
+def export_fold(lay: Layout, fold: int) -> Path:
+    best = lay.runs / f"fold{fold}" / "meta_1shot" / "best.pth"
+    ckpt = load_checkpoint(best)
+    target = lay.fold_checkpoint(fold)
     target.parent.mkdir(parents=True, exist_ok=True)
     export_model(target, stage="meta", model_config=ckpt["model_config"],
                  state_dict=ckpt["state_dict"], metrics=ckpt["metrics"], config=ckpt["config"])
-    print(f"fold {fold}: exported -> {target.relative_to(REPO_ROOT)} "
-          f"({target.stat().st_size / 2**20:.1f} MiB)", flush=True)
+    print(f"fold {fold}: exported -> {target} ({target.stat().st_size / 2**20:.1f} MiB)",
+          flush=True)
     return target
 
 
-def train(folds: list[int], train_seeds: int, jobs: int, ablation: bool) -> None:
+def train(lay: Layout, folds: list[int], train_seeds: int, jobs: int, ablation: bool,
+          threads: int | None = None) -> None:
+    if not lay.stage0.is_file():
+        raise SystemExit(f"No stage 0 at {lay.stage0}: run the stage0 command first.")
     tasks = [(_fold_job, (f,)) for f in folds]
     if ablation:
         seeds = [TRAIN_SEED + i for i in range(train_seeds)]
-        tasks += [(_ablation_job, (row, s)) for s in seeds for row in ABLATION
-                  if _ablation_dir(row, s) != RUNS / "fold0"]
-    threads = max(1, (os.cpu_count() or 1) // jobs)
+        tasks += [(_ablation_job, (row, s)) for s in seeds for row in ABLATION]
+    threads = threads or max(1, (os.cpu_count() or 1) // jobs)
     with ThreadPoolExecutor(max_workers=jobs) as pool:
-        futures = [pool.submit(fn, *args, threads) for fn, args in tasks]
+        futures = [pool.submit(fn, lay, *args, threads) for fn, args in tasks]
         for fut in futures:
             fut.result()
 
@@ -168,9 +194,12 @@ def train(folds: list[int], train_seeds: int, jobs: int, ablation: bool) -> None
 # --------------------------------------------------------------------------------------------
 
 def _score(model: torch.nn.Module, fold: int, shots: int, episodes: int,
-           seeds: tuple[int, ...]) -> dict[str, Any]:
+           seeds: tuple[int, ...], device: str = "cpu", workers: int = 0) -> dict[str, Any]:
     data = FewShotDataset(benchmark="toy", fold=fold, split="val", shots=shots)
-    result = evaluate(model, data, episodes=episodes, seeds=seeds, batch_size=16, progress=False)
+    result = evaluate(model.to(device), data, episodes=episodes, seeds=seeds, device=device,
+                      batch_size=16 if device == "cpu" else 50, num_workers=workers,
+                      progress=False)
+    model.cpu()
     per_class = [statistics.fmean(s.class_iou[j] for s in result.seeds)
                  for j in range(len(result.seeds[0].class_ids))]
     return {"miou": 100 * result.mean("miou"), "fb_iou": 100 * result.mean("fb_iou"),
@@ -179,11 +208,9 @@ def _score(model: torch.nn.Module, fold: int, shots: int, episodes: int,
             "episodes": episodes, "seeds": list(seeds)}
 
 
-def _load(path: Path) -> MSANet:
+def _load(path: Path, shots: int = 1) -> MSANet:
     ckpt = load_checkpoint(path)
-    model = MSANet(MSANetConfig(**ckpt["model_config"]))
-    model.load_state_dict(ckpt["state_dict"])
-    return model.eval()
+    return msanet_for_shots(ckpt["model_config"], ckpt["state_dict"], shots).eval()
 
 
 @torch.no_grad()
@@ -205,8 +232,8 @@ def base_miou(model: MSANet, fold: int) -> float:
     return 100 * meter.miou
 
 
-def prototype_baseline(model: MSANet, fold: int, episodes: int,
-                       seeds: tuple[int, ...]) -> dict[str, Any]:
+def prototype_baseline(model: MSANet, fold: int, episodes: int, seeds: tuple[int, ...],
+                       device: str = "cpu", workers: int = 0) -> dict[str, Any]:
     """The training-free baseline on the fold's frozen backbone, threshold from base classes."""
     baseline = PrototypeBaseline(model._backbone).eval()
     train_eps = FewShotDataset(benchmark="toy", fold=fold, split="train", shots=1, seed=0,
@@ -214,40 +241,46 @@ def prototype_baseline(model: MSANet, fold: int, episodes: int,
     batches = [collate_episodes([train_eps[i] for i in range(s, s + 16)])
                for s in range(0, 320, 16)]
     baseline.threshold, curve = choose_threshold(baseline, batches, THRESHOLDS)
-    row = _score(baseline, fold, 1, episodes, seeds)
+    row = _score(baseline, fold, 1, episodes, seeds, device, workers)
     row["threshold"] = baseline.threshold
     row["base_class_iou_by_threshold"] = dict(zip(map(str, THRESHOLDS), curve))
     return row
 
 
-def evaluate_fold(fold: int, episodes: int, seeds: tuple[int, ...]) -> dict[str, Any]:
+def evaluate_fold(lay: Layout, fold: int, episodes: int, seeds: tuple[int, ...],
+                  device: str = "cpu", workers: int = 0) -> dict[str, Any]:
     start = time.time()
     row: dict[str, Any] = {}
+    path = lay.fold_checkpoint(fold)
     for shots in (1, 5):
-        model, _ = course.load_toy_msanet(fold, shots, verbose=False)
-        row[f"{shots}shot"] = _score(model, fold, shots, episodes, seeds)
-    model, _ = course.load_toy_msanet(fold, 1, verbose=False)
-    row["prototype_1shot"] = prototype_baseline(model, fold, episodes, seeds)
-    row["all_foreground_1shot"] = _score(AllForeground(), fold, 1, episodes, seeds[:1])
+        row[f"{shots}shot"] = _score(_load(path, shots), fold, shots, episodes, seeds, device,
+                                     workers)
+    model = _load(path)
+    row["prototype_1shot"] = prototype_baseline(model, fold, episodes, seeds, device, workers)
+    row["all_foreground_1shot"] = _score(AllForeground(), fold, 1, episodes, seeds[:1], device,
+                                         workers)
     row["base_miou"] = base_miou(model, fold)
+    row["cls_merge"] = [round(v, 4) for v in model.cls_merge.weight.flatten().tolist()]
+    row["gram_merge"] = [round(v, 4) for v in model.gram_merge.weight.flatten().tolist()]
     for stage in ("base", "meta_1shot"):
-        done = RUNS / f"fold{fold}" / stage / "done.json"
+        done = lay.runs / f"fold{fold}" / stage / "done.json"
         if done.is_file():
             row[f"{stage}_train_minutes"] = round(json.loads(done.read_text())["seconds"] / 60, 1)
     row["eval_minutes"] = round((time.time() - start) / 60, 1)
     return row
 
 
-def evaluate_ablation(train_seeds: int, episodes: int, seeds: tuple[int, ...]) -> dict[str, Any]:
+def evaluate_ablation(lay: Layout, train_seeds: int, episodes: int, seeds: tuple[int, ...],
+                      device: str = "cpu", workers: int = 0) -> dict[str, Any]:
     """Every finished ablation run (up to ``train_seeds`` training seeds per row), scored alike."""
     rows: dict[str, Any] = {}
     for row in ABLATION:
         runs = []
         for s in [TRAIN_SEED + i for i in range(train_seeds)]:
-            best = _ablation_dir(row, s) / "meta_1shot" / "best.pth"
+            best = lay.ablation_dir(row, s) / "meta_1shot" / "best.pth"
             if not (best.parent / "done.json").is_file():
                 continue  # not trained (yet): reported by the count of runs
-            r = _score(_load(best), 0, 1, episodes, seeds)
+            r = _score(_load(best), 0, 1, episodes, seeds, device, workers)
             r["train_seed"] = s
             runs.append(r)
         if not runs:
@@ -264,9 +297,10 @@ def evaluate_ablation(train_seeds: int, episodes: int, seeds: tuple[int, ...]) -
 # Tables
 # --------------------------------------------------------------------------------------------
 
-def markdown() -> str:
-    """The README tables from ``checkpoints/toy/results/*.json``."""
-    folds = {int(p.stem[4:]): json.loads(p.read_text()) for p in sorted(RESULTS.glob("fold*.json"))}
+def markdown(results: Path = SHIP / "results") -> str:
+    """The README tables from ``<ship>/results/*.json``."""
+    folds = {int(p.stem[4:]): json.loads(p.read_text())
+             for p in sorted(results.glob("fold*.json"))}
     lines = ["| fold | 1-shot mIoU | 1-shot FB-IoU | 5-shot mIoU | meta_out 1-shot | "
              "prototype baseline (t) | all-foreground | base learner (base mIoU) |",
              "|---|---|---|---|---|---|---|---|"]
@@ -293,7 +327,7 @@ def markdown() -> str:
             cells = ", ".join(f"{names.get(int(c), c)}: {v:.1f}"
                               for c, v in r["1shot"]["class_iou"].items())
             lines.append(f"| {fold} | {cells} |")
-    ablation = RESULTS / "ablation.json"
+    ablation = results / "ablation.json"
     if ablation.is_file():
         rows = json.loads(ablation.read_text())
         lines += ["", "| model (fold 0, 1-shot) | mIoU (final_out) | FB-IoU | mIoU (meta_out) | "
@@ -350,37 +384,56 @@ def main() -> None:
     p.add_argument("command", choices=("stage0", "train", "evaluate", "table", "figure"))
     p.add_argument("--folds", type=int, nargs="+", default=[0, 1, 2, 3])
     p.add_argument("--jobs", type=int, default=2, help="training processes side by side")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch threads per training process (default: CPUs / jobs)")
     p.add_argument("--train-seeds", type=int, default=3, help="training seeds per ablation row")
     p.add_argument("--no-ablation", action="store_true", help="train/evaluate the folds only")
-    p.add_argument("--ablation-only", action="store_true", help="evaluate the ablation only")
+    p.add_argument("--ablation-only", action="store_true", help="train/evaluate the ablation only")
     p.add_argument("--episodes", type=int, default=1000, help="episodes per test seed")
     p.add_argument("--ablation-seeds", type=int, default=None,
                    help="test seeds for the ablation rows (default: --seeds)")
     p.add_argument("--seeds", type=int, default=2,
                    help="how many of the authors' 5 test seeds (510, 365, 382, 322, 988)")
+    p.add_argument("--runs", default=str(RUNS), help="training runs (default runs/toy)")
+    p.add_argument("--ship", default=str(SHIP),
+                   help="stage-0 export, fold models and results (default checkpoints/toy)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda, for training and evaluation")
+    p.add_argument("--workers", type=int, default=None,
+                   help="DataLoader workers per process (default: the config's)")
+    p.add_argument("--stage0-epochs", type=int, default=SHIPPED_EPOCHS["stage0"])
+    p.add_argument("--base-epochs", type=int, default=SHIPPED_EPOCHS["base"])
+    p.add_argument("--meta-epochs", type=int, default=SHIPPED_EPOCHS["meta"])
+    p.add_argument("--ablation-epochs", type=int, default=None,
+                   help="stage-2 epochs of the ablation runs (default: --meta-epochs)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="passed to every msanet-train run (repeatable)")
     args = p.parse_args()
+    lay = Layout(args)
     seeds = tuple(SEEDS[: args.seeds])
+    workers = args.workers or 0
     if args.command == "stage0":
-        stage0(threads=os.cpu_count() or 1)
+        stage0(lay, threads=args.threads or os.cpu_count() or 1)
     elif args.command == "train":
-        train(args.folds, args.train_seeds, args.jobs, not args.no_ablation)
+        train(lay, [] if args.ablation_only else args.folds, args.train_seeds, args.jobs,
+              not args.no_ablation, args.threads)
     elif args.command == "figure":
         figure()
         return
     elif args.command == "evaluate":
-        RESULTS.mkdir(parents=True, exist_ok=True)
+        lay.results.mkdir(parents=True, exist_ok=True)
         if not args.ablation_only:
             for fold in args.folds:
-                row = evaluate_fold(fold, args.episodes, seeds)
-                (RESULTS / f"fold{fold}.json").write_text(json.dumps(row, indent=1))
+                row = evaluate_fold(lay, fold, args.episodes, seeds, args.device, workers)
+                (lay.results / f"fold{fold}.json").write_text(json.dumps(row, indent=1))
                 print(f"fold {fold}: 1-shot {row['1shot']['miou']:.2f}, 5-shot "
                       f"{row['5shot']['miou']:.2f}, prototype {row['prototype_1shot']['miou']:.2f}, "
                       f"base {row['base_miou']:.2f}", flush=True)
         if not args.no_ablation:
             ab_seeds = tuple(SEEDS[: args.ablation_seeds]) if args.ablation_seeds else seeds
-            rows = evaluate_ablation(args.train_seeds, args.episodes, ab_seeds)
-            (RESULTS / "ablation.json").write_text(json.dumps(rows, indent=1))
-    print(markdown())
+            rows = evaluate_ablation(lay, args.train_seeds, args.episodes, ab_seeds, args.device,
+                                     workers)
+            (lay.results / "ablation.json").write_text(json.dumps(rows, indent=1))
+    print(markdown(lay.results))
 
 
 if __name__ == "__main__":

@@ -137,6 +137,7 @@ class RuntimeConfig:
     amp: Literal["none", "bf16", "fp16"] = "none"
     channels_last: bool = False
     compile: bool = False
+    tf32: bool = True                     # CUDA: TF32 tensor cores for float32 matmul/conv
     workers: int = 2
     log_every: int = 10                   # iterations between progress-bar/TensorBoard updates
     checkpoint_every: int = 0             # also save last.pth every N iterations (0 = per epoch)

@@ -14,6 +14,7 @@ and make a resumed run see exactly the batches an uninterrupted one would have.
 
 from __future__ import annotations
 
+import gc
 import os
 import random
 from collections.abc import Iterator, Sequence
@@ -61,7 +62,16 @@ def init_distributed(device_preference: str = "auto") -> DistContext:
 
 
 def cleanup_distributed() -> None:
+    """Leave the process group together with the other ranks.
+
+    Objects that still hold the group (a DDP wrapper in a reference cycle, its reducer) are
+    collected first, and every rank waits for the others before the group is destroyed: a rank
+    that tears down while another still uses the group's threads or rank 0's store aborts
+    with "terminate called without an active exception" (seen with gloo, torch 2.14).
+    """
     if dist.is_available() and dist.is_initialized():
+        gc.collect()
+        dist.barrier()
         dist.destroy_process_group()
 
 

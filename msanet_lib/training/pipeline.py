@@ -26,6 +26,7 @@ from typing import Any
 import torch
 import yaml
 
+from msanet_lib.runtime import set_tf32
 from msanet_lib.training.config import TrainConfig, config_from_dict
 from msanet_lib.training.distributed import DistContext, barrier, init_distributed
 from msanet_lib.training.engine import StageResult, Trainer, seed_all
@@ -204,6 +205,7 @@ def run_training(
         raise ValueError(f"stage={stage!r}: choose pretrain, base, meta or both.")
     ctx = ctx or init_distributed(cfg.runtime.device)
     torch.backends.cudnn.benchmark = ctx.device.type == "cuda"
+    set_tf32(cfg.runtime.tf32)
     if ctx.is_main:
         folder = run_dir(cfg)
         folder.mkdir(parents=True, exist_ok=True)

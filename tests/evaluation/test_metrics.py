@@ -152,6 +152,7 @@ def test_class_index_out_of_range_is_rejected() -> None:
         meter.update(PRED, TARGET, torch.tensor([0, 1, 2]))
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_gpu_matches_cpu() -> None:
     cpu = intersection_and_union(PRED, TARGET, 2)
