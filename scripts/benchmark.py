@@ -29,6 +29,7 @@ from pathlib import Path
 import torch
 
 from msanet_lib.model.msanet import MSANet, MSANetConfig
+from msanet_lib.runtime import set_tf32
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -181,7 +182,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="float32", help="autocast dtype")
     parser.add_argument("--channels-last", action="store_true", help="channels_last model + inputs")
     parser.add_argument("--repeats", type=int, default=5, help="timed calls after one warm-up")
+    parser.add_argument("--no-tf32", action="store_true",
+                        help="CUDA: plain IEEE float32 matmul/conv (the training default is TF32)")
     args = parser.parse_args(argv)
+    set_tf32(not args.no_tf32)
     if args.repeats < 1:
         parser.error("--repeats must be >= 1")
     if args.size < 33:
@@ -190,7 +194,8 @@ def main(argv: list[str] | None = None) -> None:
     mem_kind = "CUDA max allocated" if args.device.startswith("cuda") else "peak RSS growth"
     print(
         f"ResNet-50 MSANet (random weights), {args.size}x{args.size}, device {args.device}, "
-        f"{args.dtype}{', channels_last' if args.channels_last else ''}, "
+        f"{args.dtype}{', channels_last' if args.channels_last else ''}"
+        f"{', TF32' if args.device.startswith('cuda') and not args.no_tf32 else ''}, "
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, mean of {args.repeats}\n"
     )
     print(f"| measurement | time (s) | {mem_kind} (MiB) |")

@@ -214,7 +214,7 @@ def _load(path: Path, shots: int = 1) -> MSANet:
 
 
 @torch.no_grad()
-def base_miou(model: MSANet, fold: int) -> float:
+def base_miou(model: MSANet, fold: int, device: str = "cpu", workers: int = 0) -> float:
     """Base-class mIoU of the model's frozen base learner on every val image (128 canvas)."""
     psp = PSPNet(backbone=model.config.backbone, num_classes=model.config.num_base_classes,
                  hidden=model.config.base_hidden)
@@ -222,13 +222,14 @@ def base_miou(model: MSANet, fold: int) -> float:
              for k, v in model.state_dict().items()
              if k.startswith(("layer", "learner_base."))}
     psp.load_state_dict(state)
-    psp.eval()
+    psp.to(device).eval()
     cfg = load_config("toy", {"fold": fold})
     data = base_class_dataset(cfg, split="val", image_size=cfg.base.image_size)
     meter = MultiClassIoU(psp.num_classes)
-    loader = torch.utils.data.DataLoader(data, batch_size=32, collate_fn=collate_episodes)
+    loader = torch.utils.data.DataLoader(data, batch_size=32, collate_fn=collate_episodes,
+                                         num_workers=workers)
     for batch in loader:
-        meter.update(psp(batch["image"]).argmax(1), batch["label"])
+        meter.update(psp(batch["image"].to(device)).argmax(1).cpu(), batch["label"])
     return 100 * meter.miou
 
 
@@ -252,6 +253,8 @@ def evaluate_fold(lay: Layout, fold: int, episodes: int, seeds: tuple[int, ...],
     start = time.time()
     row: dict[str, Any] = {}
     path = lay.fold_checkpoint(fold)
+    if not path.is_file():  # trained but not exported (e.g. stopped at a deadline)
+        path = export_fold(lay, fold)
     for shots in (1, 5):
         row[f"{shots}shot"] = _score(_load(path, shots), fold, shots, episodes, seeds, device,
                                      workers)
@@ -259,7 +262,7 @@ def evaluate_fold(lay: Layout, fold: int, episodes: int, seeds: tuple[int, ...],
     row["prototype_1shot"] = prototype_baseline(model, fold, episodes, seeds, device, workers)
     row["all_foreground_1shot"] = _score(AllForeground(), fold, 1, episodes, seeds[:1], device,
                                          workers)
-    row["base_miou"] = base_miou(model, fold)
+    row["base_miou"] = base_miou(model, fold, device, workers)
     row["cls_merge"] = [round(v, 4) for v in model.cls_merge.weight.flatten().tolist()]
     row["gram_merge"] = [round(v, 4) for v in model.gram_merge.weight.flatten().tolist()]
     for stage in ("base", "meta_1shot"):

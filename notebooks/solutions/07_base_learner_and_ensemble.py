@@ -28,3 +28,12 @@ def gram_distance(q_low: torch.Tensor, s_low: torch.Tensor) -> torch.Tensor:
 def min_base_weight(p_bg: float, p_fg: float, b: float) -> float:
     """Smallest w >= 0 such that p_bg + w * b >= p_fg (b > 0)."""
     return max(0.0, (p_fg - p_bg) / b)
+
+
+def ensemble_cost(scores: dict[str, float]) -> tuple[float, float, float]:
+    """(best fixed threshold, final - (meta > t*), final - (meta > 0.5)) from the scores of
+    ``ensemble_vs_threshold`` (notebook 07); the thresholds are read from the keys."""
+    fixed = {float(k.split("> ")[1]): v for k, v in scores.items()
+             if k.startswith("meta > ") and k != "meta > t*"}
+    best = max(fixed, key=fixed.__getitem__)
+    return best, scores["final_out"] - scores["meta > t*"], scores["final_out"] - fixed[0.5]
