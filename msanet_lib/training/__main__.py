@@ -94,7 +94,7 @@ def train(args: argparse.Namespace) -> int:
     from msanet_lib.training.distributed import barrier, cleanup_distributed, init_distributed
     from msanet_lib.training.pipeline import run_training
 
-    ctx = init_distributed(cfg.runtime.device)
+    ctx = init_distributed(cfg.runtime.device, cfg.runtime.dist_timeout_minutes)
     try:
         if ctx.is_main:
             ensure_data(cfg)

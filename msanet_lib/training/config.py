@@ -138,6 +138,7 @@ class RuntimeConfig:
     channels_last: bool = False
     compile: bool = False
     tf32: bool = True                     # CUDA: TF32 tensor cores for float32 matmul/conv
+    dist_timeout_minutes: float = 30.0    # DDP: how long a rank waits in a collective
     workers: int = 2
     log_every: int = 10                   # iterations between progress-bar/TensorBoard updates
     checkpoint_every: int = 0             # also save last.pth every N iterations (0 = per epoch)

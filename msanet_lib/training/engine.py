@@ -112,6 +112,8 @@ class StageSpec:
         model_config: MSANetConfig fields (saved in checkpoints).
         sync_batchnorm: convert BN to SyncBatchNorm under multi-GPU DDP (stage 1).
         find_unused_parameters: passed to DistributedDataParallel.
+        frozen_buffers: no buffer changes in training (every BatchNorm in eval mode, stage 2
+            with ``fix_bn``): DDP then skips broadcasting them from rank 0 at every step.
         notes: facts for the run summary (initialisation, dataset sizes).
     """
 
@@ -126,6 +128,7 @@ class StageSpec:
     collate: Callable[[list[Any]], Any] | None = None
     sync_batchnorm: bool = False
     find_unused_parameters: bool = False
+    frozen_buffers: bool = False
     notes: dict[str, Any] = field(default_factory=dict)
 
 
@@ -249,7 +252,8 @@ class Trainer:
             device_ids = [ctx.device] if ctx.device.type == "cuda" else None
             wrapped = nn.parallel.DistributedDataParallel(
                 wrapped, device_ids=device_ids,
-                find_unused_parameters=spec.find_unused_parameters)
+                find_unused_parameters=spec.find_unused_parameters,
+                broadcast_buffers=not spec.frozen_buffers)
         if compile:
             wrapped = torch.compile(wrapped)
         self.model = wrapped

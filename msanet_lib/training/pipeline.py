@@ -203,7 +203,7 @@ def run_training(
     returns each stage's summary."""
     if stage not in (*ALL_STAGES, "both"):
         raise ValueError(f"stage={stage!r}: choose pretrain, base, meta or both.")
-    ctx = ctx or init_distributed(cfg.runtime.device)
+    ctx = ctx or init_distributed(cfg.runtime.device, cfg.runtime.dist_timeout_minutes)
     torch.backends.cudnn.benchmark = ctx.device.type == "cuda"
     set_tf32(cfg.runtime.tf32)
     if ctx.is_main:

@@ -146,6 +146,7 @@ def build_meta_stage(
         step=step, validate=validate, train_mode=train_mode, collate=collate_episodes,
         model_config=dict(cfg.model_config().__dict__),
         find_unused_parameters=m.find_unused_parameters,
+        frozen_buffers=cfg.model.fix_bn,
         notes={"init": note, "train_episodes": len(train_set), "val_images": len(val_set)})
     recipe = Recipe(epochs=m.epochs, batch_size=m.batch_size, base_lr=m.base_lr,
                     index_split=m.index_split, scale_lr=m.scale_lr, power=m.power,
