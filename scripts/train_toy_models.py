@@ -9,13 +9,15 @@
 Every run is the project's own command, ``msanet-train`` with the toy config, in its own
 process (``--jobs`` of them side by side, one thread each): stage 0 once in
 ``runs/toy/stage0``; per fold stages 1 and 2 in ``runs/toy/fold<f>`` (stage 1 starts from the
-shipped stage 0, ``base.init: imagenet``); finished stages are reused (``--resume``). The best
-stage-2 checkpoint of each fold is exported to ``checkpoints/toy/fold<f>/msanet_1shot.pth``.
-The schedule is longer than toy.yaml's demo budget (``SHIPPED_SCHEDULE``).
+stage-0 export in ``--ship``); finished stages are reused (``--resume``). The best stage-2
+checkpoint of each fold is exported to ``<ship>/fold<f>/msanet_1shot.pth``. The schedule is
+longer than toy.yaml's demo budget (``SHIPPED_EPOCHS``; ``--*-epochs`` change it). ``--runs``
+and ``--ship`` (default ``runs/toy`` and ``checkpoints/toy``) keep an experiment apart from the
+shipped files; ``--device cuda --workers N`` run the same on a GPU.
 
-The ablation trains stage 2 on fold 0 with the same budget and the same frozen stage-1 base
-learner for each row and for ``--train-seeds`` training seeds (the MSANet row's first seed is
-the fold-0 model itself).
+The ablation trains stage 2 on fold 0 with the same budget (``--ablation-epochs``) and fold 0's
+frozen stage-1 base learner for each row and for ``--train-seeds`` training seeds
+(``runs/toy/ablation/<row>_seed<s>``).
 
 Evaluation is the authors' protocol (``msanet_lib.evaluation.evaluate``) with ``--episodes``
 episodes per test seed (default 1000) and the first ``--seeds`` of their 5 test seeds (default
