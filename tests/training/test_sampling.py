@@ -84,23 +84,3 @@ def test_workers_do_not_change_the_batches() -> None:
     forked = [b for b in DataLoader(data, batch_sampler=sampler, num_workers=2)]
     assert all(torch.equal(x, y) for x, y in zip(plain, forked))
 
-
-def test_process_group_timeout_comes_from_the_config(monkeypatch) -> None:
-    """init_distributed passes runtime.dist_timeout_minutes to init_process_group."""
-    import datetime
-
-    import torch.distributed as dist
-
-    from msanet_lib.training import distributed
-    from msanet_lib.training.config import load_config
-
-    seen = {}
-    monkeypatch.setenv("WORLD_SIZE", "2")
-    monkeypatch.setenv("RANK", "1")
-    monkeypatch.setattr(dist, "is_initialized", lambda: False)
-    monkeypatch.setattr(dist, "init_process_group", lambda **kw: seen.update(kw))
-    cfg = load_config("toy", {"runtime": {"dist_timeout_minutes": 45}})
-    ctx = distributed.init_distributed("cpu", cfg.runtime.dist_timeout_minutes)
-    assert ctx.rank == 1 and ctx.world_size == 2
-    assert seen["backend"] == "gloo"
-    assert seen["timeout"] == datetime.timedelta(minutes=45)
