@@ -91,8 +91,7 @@ def assert_close(
     print(f"OK  {name}: equal within {atol:g} (max abs difference {worst:.1e}).")
 
 
-def load_solution(notebook: str, name: str) -> Callable[..., Any]:
-    """Load ``name`` from ``notebooks/solutions/<notebook>.py`` (the worked solutions)."""
+def _solutions_module(notebook: str) -> Any:
     path = SOLUTIONS_DIR / f"{notebook}.py"
     if not path.is_file():
         raise FileNotFoundError(f"No solutions file {path}: is the repository complete?")
@@ -100,13 +99,43 @@ def load_solution(notebook: str, name: str) -> Callable[..., Any]:
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
+    return module
+
+
+def load_solution(notebook: str, name: str) -> Callable[..., Any]:
+    """Load ``name`` from ``notebooks/solutions/<notebook>.py`` (the worked solutions)."""
+    module = _solutions_module(notebook)
     if not hasattr(module, name):
-        raise AttributeError(f"{path} has no solution named {name!r}.")
+        raise AttributeError(f"{SOLUTIONS_DIR / notebook}.py has no solution named {name!r}.")
     return getattr(module, name)
+
+
+def known_mistakes(notebook: str, name: str) -> list[Callable[..., Any]]:
+    """The wrong answers to exercise ``name`` kept in the solutions file's ``MISTAKES`` table
+    (``{exercise name: [wrong function, ...]}``): typical slips a check must catch."""
+    return list(getattr(_solutions_module(notebook), "MISTAKES", {}).get(name, []))
 
 
 class NotAttempted(Exception):
     """Raised by an exercise stub the learner has not filled in yet."""
+
+
+def reject_mistakes(check: Callable[[Callable[..., Any]], None],
+                    mistakes: list[Callable[..., Any]], name: str) -> int:
+    """Run ``check`` on every known wrong answer and fail if one of them passes.
+
+    A check "rejects" a mistake when it raises (an ``AssertionError``, or the error the wrong
+    answer itself causes, as it would for a learner). Returns how many were rejected.
+    """
+    for wrong in mistakes:
+        try:
+            check(wrong)
+        except Exception:  # noqa: BLE001 - any failure is a rejection, as for a learner
+            continue
+        what = (wrong.__doc__ or wrong.__name__).strip().splitlines()[0]
+        raise AssertionError(f"The check of {name} accepts a known mistake ({what}): "
+                             "the check is too weak.")
+    return len(mistakes)
 
 
 def exercise(
@@ -120,8 +149,9 @@ def exercise(
     ``check(fn)`` must raise ``AssertionError`` when ``fn`` is wrong. An attempt that returns
     ``None`` or raises :class:`NotAttempted` counts as "not tried yet": the check then runs on
     the solution in ``notebooks/solutions/<notebook>.py`` so the notebook still runs top to
-    bottom, and the learner is told where the solution is. Returns True if the learner's own
-    code passed.
+    bottom, and the learner is told where the solution is. Every run also proves the check
+    rejects the solutions file's known mistakes for ``name`` (:func:`known_mistakes`), so a
+    check that cannot fail fails CI. Returns True if the learner's own code passed.
     """
     def guarded(*args: Any, **kwargs: Any) -> Any:
         result = attempt(*args, **kwargs)
@@ -129,18 +159,20 @@ def exercise(
             raise NotAttempted
         return result
 
+    rejected = reject_mistakes(check, known_mistakes(notebook, name), name)
+    caught = f" (and catches {rejected} typical mistake{'s' * (rejected != 1)})" if rejected else ""
     try:
         check(guarded)
     except NotAttempted:
         pass
     else:
-        print(f"Well done: your {name} passes every check.")
+        print(f"Well done: your {name} passes every check{caught}.")
         return True
     solution = load_solution(notebook, name)
     check(solution)
     print(
         f"{name}: not attempted yet. The checks pass on the worked solution in "
-        f"notebooks/solutions/{notebook}.py; write yours and run this cell again."
+        f"notebooks/solutions/{notebook}.py{caught}; write yours and run this cell again."
     )
     return False
 
@@ -224,3 +256,95 @@ def figure_controls(draw: Callable[..., None], **controls: Any) -> Any:
     display(box)
     redraw()
     return box
+
+
+# --------------------------------------------------------------------------------------------
+# The running leaderboard: one row per idea of the paper, toy fold 0, 1-shot
+# --------------------------------------------------------------------------------------------
+
+TOY_RESULTS = TOY_CHECKPOINTS / "results"
+# (key, label, where the number comes from): the order in which the course adds the ideas
+LEADERBOARD_ROWS = (
+    ("all_foreground", "all foreground (no model)", "fold"),
+    ("prototype", "training-free prototype, thresholded", "fold"),
+    ("pfenet", "prototype + prior (PFENet-like)", "ablation"),
+    ("multi_similarity", "+ multi-similarity", "ablation"),
+    ("attention", "+ attention", "ablation"),
+    ("msanet", "+ base-learner ensemble (= MSANet)", "ablation"),
+    ("shipped", "MSANet, shipped model (longer training)", "fold"),
+)
+# MSANet README and abstract, mean mIoU over the 4 folds, (1-shot, 5-shot) (docs/protocol.md)
+PAPER_MIOU = {
+    ("PASCAL-5i", "VGG16"): (65.76, 70.40), ("PASCAL-5i", "ResNet50"): (68.52, 72.60),
+    ("PASCAL-5i", "ResNet101"): (69.13, 73.99), ("COCO-20i", "ResNet50"): (48.03, 53.67),
+    ("COCO-20i", "ResNet101"): (51.09, 56.80),
+}
+
+
+@dataclass(frozen=True)
+class Leaderboard:
+    """Rows of ``(label, mIoU mean, std over training seeds or None, runs, how)``."""
+
+    rows: tuple[tuple[str, float, float | None, int, str], ...]
+
+    def value(self, key: str) -> float:
+        """The mean mIoU of row ``key`` (a key of :data:`LEADERBOARD_ROWS`)."""
+        labels = {k: label for k, label, _ in LEADERBOARD_ROWS}
+        for label, mean, *_ in self.rows:
+            if label == labels[key]:
+                return mean
+        raise KeyError(f"{key!r} is not on this leaderboard (yet).")
+
+    def lines(self) -> list[str]:
+        out = ["| method | fold-0 1-shot mIoU | how it was measured |", "|---|---:|---|"]
+        for label, mean, std, runs, how in self.rows:
+            spread = f" ± {std:.2f}" if std is not None else ""
+            out.append(f"| {label} | {mean:.2f}{spread} | {how}{'' if runs < 2 else f', {runs} training seeds'} |")
+        return out
+
+    def __str__(self) -> str:
+        return "\n".join(self.lines())
+
+    def _repr_markdown_(self) -> str:
+        return str(self)
+
+
+def leaderboard(upto: str = "shipped", results: Path = TOY_RESULTS) -> Leaderboard:
+    """The course's leaderboard up to and including row ``upto`` (a key of
+    :data:`LEADERBOARD_ROWS`), read from the result files of ``scripts/train_toy_models.py``.
+
+    All rows are the toy benchmark's fold 0, 1-shot, scored with the authors' protocol. The
+    baselines and the shipped model come from ``fold0.json`` (1000 episodes x 2 test seeds);
+    the trained ablation rows from ``ablation.json`` (mean ± standard deviation over training
+    seeds, each with a shorter stage 2, 1000 episodes x 1 test seed).
+    """
+    keys = [k for k, _, _ in LEADERBOARD_ROWS]
+    if upto not in keys:
+        raise ValueError(f"upto must be one of {keys}, not {upto!r}.")
+    fold_file, ablation_file = results / "fold0.json", results / "ablation.json"
+    for f in (fold_file, ablation_file):
+        if not f.is_file():
+            raise FileNotFoundError(f"No toy results at {f}: run `python scripts/train_toy_models.py "
+                                    "evaluate` (or restore checkpoints/toy/results from git).")
+    import json
+
+    fold, ablation = json.loads(fold_file.read_text()), json.loads(ablation_file.read_text())
+    fold_keys = {"all_foreground": "all_foreground_1shot", "prototype": "prototype_1shot",
+                 "shipped": "1shot"}
+    rows = []
+    for key, label, source in LEADERBOARD_ROWS[: keys.index(upto) + 1]:
+        if source == "fold":
+            r = fold[fold_keys[key]]
+            n = len(r["seeds"])
+            how = f"{r['episodes']} episodes x {n} test seed{'s' * (n != 1)}"
+            if key == "prototype":
+                how += f", threshold {r['threshold']} chosen on base classes"
+            rows.append((label, r["miou"], None, 1, how))
+        else:
+            r = ablation[label]
+            its = sorted({run.get("iterations") for run in r["runs"]} - {None})
+            n = len(r["runs"][0]["seeds"])
+            how = (f"stage 2 {its[0]} iterations, " if len(its) == 1 else "") + \
+                f"{r['runs'][0]['episodes']} episodes x {n} test seed{'s' * (n != 1)}"
+            rows.append((label, r["miou_mean"], r["miou_std"], len(r["runs"]), how))
+    return Leaderboard(tuple(rows))

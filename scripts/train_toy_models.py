@@ -283,10 +283,12 @@ def evaluate_ablation(lay: Layout, train_seeds: int, episodes: int, seeds: tuple
         runs = []
         for s in [TRAIN_SEED + i for i in range(train_seeds)]:
             best = lay.ablation_dir(row, s) / "meta_1shot" / "best.pth"
-            if not (best.parent / "done.json").is_file():
+            done = best.parent / "done.json"
+            if not done.is_file():
                 continue  # not trained (yet): reported by the count of runs
             r = _score(_load(best), 0, 1, episodes, seeds, device, workers)
             r["train_seed"] = s
+            r["iterations"] = json.loads(done.read_text())["iterations"]
             runs.append(r)
         if not runs:
             continue

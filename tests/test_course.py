@@ -18,6 +18,7 @@ def test_assert_close_accepts_equal_and_rejects_different() -> None:
 
 def _check_double(fn) -> None:
     assert fn(torch.tensor(2.0)).item() == 4.0, "doubling 2 should give 4"
+    assert fn(torch.tensor(3.0)).item() == 6.0, "doubling 3 should give 6"
 
 
 def test_exercise_uses_learner_code_then_solution(tmp_path: Path, monkeypatch) -> None:
@@ -34,3 +35,26 @@ def test_exercise_reports_a_wrong_solution_file(tmp_path: Path, monkeypatch) -> 
     monkeypatch.setattr(course, "SOLUTIONS_DIR", tmp_path)
     with pytest.raises(AssertionError):
         course.exercise(lambda x: None, "nb", "double", _check_double)
+
+
+def test_exercise_proves_its_check_rejects_the_known_mistakes(tmp_path: Path, monkeypatch) -> None:
+    (tmp_path / "nb.py").write_text(
+        "def double(x):\n    return 2 * x\n\n"
+        "def _plus_two(x):\n    '''adds 2 instead of doubling'''\n    return x + 2\n\n"
+        "MISTAKES = {'double': [_plus_two]}\n")
+    monkeypatch.setattr(course, "SOLUTIONS_DIR", tmp_path)
+    assert len(course.known_mistakes("nb", "double")) == 1
+    assert course.exercise(lambda x: None, "nb", "double", _check_double) is False
+
+    def weak_check(fn) -> None:  # 2 + 2 == 2 * 2: cannot tell the mistake apart
+        assert fn(torch.tensor(2.0)).item() == 4.0
+
+    with pytest.raises(AssertionError, match="adds 2 instead of doubling"):
+        course.exercise(lambda x: None, "nb", "double", weak_check)
+
+
+def test_reject_mistakes_counts_errors_as_rejections() -> None:
+    def raises(x):
+        raise RuntimeError("shape mismatch")
+
+    assert course.reject_mistakes(_check_double, [raises, lambda x: x], "double") == 2
