@@ -194,6 +194,9 @@ class TrainConfig:
                 raise ConfigError(f"pretrain.{key}={getattr(self.pretrain, key)} must be >= 1.")
         if self.meta.val_episodes < 1:
             raise ConfigError("meta.val_episodes must be >= 1.")
+        if self.base.max_val_images is not None and self.base.max_val_images < 1:
+            raise ConfigError(f"base.max_val_images={self.base.max_val_images} must be >= 1, "
+                              "or null for every val image.")
         if self.runtime.workers < 0:
             raise ConfigError("runtime.workers must be >= 0.")
 

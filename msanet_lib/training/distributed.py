@@ -45,7 +45,7 @@ class DistContext:
 
     @property
     def is_main(self) -> bool:
-        """Only the main process (rank 0) logs, validates and writes checkpoints."""
+        """Only the main process (rank 0) logs and writes checkpoints (all of them validate)."""
         return self.rank == 0
 
 

@@ -10,7 +10,8 @@ a score to maximise. :class:`Trainer` does the rest, the same way for both, foll
 - at the start of epoch ``e`` the global generators are seeded with ``seed + e`` (the authors'
   ``setup_seed(manual_seed + epoch)``; it drives dropout), data comes from
   :class:`~msanet_lib.training.distributed.SeededDataset` so it is independent of that;
-- after every epoch (and mid-epoch when ``half_epoch_val``), the main process validates; a new
+- after every epoch (and mid-epoch when ``half_epoch_val``), every process validates its share
+  of the validation set and the counts are summed (the score equals a one-process run); a new
   best score writes ``best.pth``; ``stop_interval`` epochs without one stop the stage;
 - ``last.pth`` is written after every epoch, every ``checkpoint_every`` iterations, and when the
   process receives SIGINT/SIGTERM (then the stage stops cleanly: resume continues exactly).
@@ -106,8 +107,10 @@ class StageSpec:
             refers to their positions).
         train_set: map-style dataset; items are collated by ``collate``.
         step: ``step(model, batch) -> StepOutput``; ``model`` may be DDP-wrapped.
-        validate: ``validate(plain_model) -> dict`` with at least ``"score"`` (maximised);
-            other numeric values are logged. Runs on the main process only.
+        validate: ``validate(plain_model, ctx) -> dict`` with at least ``"score"``
+            (maximised); other numeric values are logged. Every process calls it: each scores
+            its share of the validation data and the counts are summed over the processes,
+            so all of them return the same numbers.
         train_mode: puts the model in training mode (e.g. ``train()`` + fixed BN).
         model_config: MSANetConfig fields (saved in checkpoints).
         sync_batchnorm: convert BN to SyncBatchNorm under multi-GPU DDP (stage 1).
@@ -122,7 +125,7 @@ class StageSpec:
     param_groups: list[dict[str, Any]]
     train_set: Dataset
     step: Callable[[nn.Module, Any], StepOutput]
-    validate: Callable[[nn.Module], dict[str, float]]
+    validate: Callable[[nn.Module, DistContext], dict[str, float]]
     train_mode: Callable[[nn.Module], None]
     model_config: dict[str, Any]
     collate: Callable[[list[Any]], Any] | None = None
@@ -384,13 +387,11 @@ class Trainer:
 
     # --- validation ------------------------------------------------------------------------
     def _validate(self, epoch_label: float) -> dict[str, float]:
-        result: dict[str, float] | None = None
-        if self.ctx.is_main:
-            with preserved_rng():
-                result = dict(self.spec.validate(self.plain_model))
-        barrier(self.ctx)
+        """Every process validates its shard; rank 0's numbers (the same on every rank, summed
+        counts) are broadcast anyway, so the best/early-stopping decisions cannot diverge."""
+        with preserved_rng():
+            result = dict(self.spec.validate(self.plain_model, self.ctx))
         result = broadcast_object(result, self.ctx)
-        assert result is not None
         score = float(result["score"])
         if score > self.best_score:
             self.best_score, self.best_epoch = score, epoch_label

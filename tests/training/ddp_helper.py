@@ -60,3 +60,30 @@ def train(rank: int, world_size: int, port: int, cfg_dict: dict, out: str) -> No
                 log_every=1).fit()
     finally:
         cleanup_distributed()
+
+
+def validate(rank: int, world_size: int, port: int, cfg_dict: dict, out: str) -> None:
+    """Validate the same random stage-0, stage-1 and stage-2 models on ``world_size`` gloo
+    processes; every rank writes its numbers to ``out/<stage>_<rank>.json``."""
+    import json
+
+    from msanet_lib.training.stage0 import build_pretrain_stage
+    from msanet_lib.training.stage1 import build_base_stage
+
+    if world_size > 1:
+        os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
+                          WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank))
+        torch.set_num_threads(1)
+    ctx = init_distributed("cpu")
+    try:
+        cfg = config_from_dict(cfg_dict)
+        builders = {"pretrain": lambda: build_pretrain_stage(cfg, ctx.device),
+                    "base": lambda: build_base_stage(cfg, ctx.device, init="scratch"),
+                    "meta": lambda: build_meta_stage(cfg, ctx.device, base_learner=None)}
+        for stage, build in builders.items():
+            seed_all(cfg.seed)  # the same random weights in every process
+            spec, _ = build()
+            result = spec.validate(spec.model, ctx)
+            Path(out, f"{stage}_{rank}.json").write_text(json.dumps(result))
+    finally:
+        cleanup_distributed()
