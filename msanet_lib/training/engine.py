@@ -42,6 +42,7 @@ from msanet_lib.training.checkpoint import (
     save_checkpoint,
 )
 from msanet_lib.training.distributed import (
+    BatchPlan,
     DistContext,
     EpochBatchSampler,
     SeededDataset,
@@ -204,6 +205,8 @@ class Trainer:
         amp: ``"none" | "bf16" | "fp16"``; fp16 uses a GradScaler.
         channels_last, compile: memory format / ``torch.compile`` of the model.
         workers: DataLoader worker processes (pin_memory on CUDA).
+        micro_batch_size: most samples one process forwards at once; a larger share of the
+            global batch is accumulated over micro-steps (:func:`plan_batches`). None: one.
         log_every: iterations between iteration-log records.
         checkpoint_every: write ``last.pth`` every N iterations too (0: per epoch only).
         progress: show tqdm bars (main process only).
@@ -221,6 +224,7 @@ class Trainer:
         channels_last: bool = False,
         compile: bool = False,
         workers: int = 0,
+        micro_batch_size: int | None = None,
         log_every: int = 10,
         checkpoint_every: int = 0,
         progress: bool = True,
@@ -249,6 +253,7 @@ class Trainer:
                                          momentum=recipe.momentum,
                                          weight_decay=recipe.weight_decay)
         wrapped: nn.Module = model
+        self._ddp: nn.parallel.DistributedDataParallel | None = None
         if ctx.distributed:
             if spec.sync_batchnorm and ctx.device.type == "cuda":
                 wrapped = nn.SyncBatchNorm.convert_sync_batchnorm(wrapped)
@@ -257,6 +262,7 @@ class Trainer:
                 wrapped, device_ids=device_ids,
                 find_unused_parameters=spec.find_unused_parameters,
                 broadcast_buffers=not spec.frozen_buffers)
+            self._ddp = wrapped  # no_sync() lives here, also when compile wraps it
         if compile:
             wrapped = torch.compile(wrapped)
         self.model = wrapped
@@ -264,7 +270,10 @@ class Trainer:
 
         self.sampler = EpochBatchSampler(len(spec.train_set), recipe.batch_size, seed,
                                          rank=ctx.rank, world_size=ctx.world_size,
-                                         samples_per_epoch=recipe.samples_per_epoch)
+                                         samples_per_epoch=recipe.samples_per_epoch,
+                                         micro_batch_size=micro_batch_size)
+        self.plan: BatchPlan = self.sampler.plan
+        self._weights = self.plan.weights(ctx.rank)  # loss scale of this rank's micro-steps
         self.loader = DataLoader(
             SeededDataset(spec.train_set, seed),
             batch_sampler=self.sampler,
@@ -459,20 +468,11 @@ class Trainer:
                        desc=f"{self.spec.name} {epoch + 1}/{self.recipe.epochs}", unit="it")
         half = round(self.iters_per_epoch / 2)
         try:
-            for i, batch in enumerate(self.loader, start=start_batch):
+            micro_batches = _grouped(self.loader, self.plan.micro_steps)
+            for i, group in enumerate(micro_batches, start=start_batch):
                 self.iteration += 1
                 lrs = self.schedule.apply(self.optimizer, self.iteration)
-                batch = to_device(batch, self.ctx.device, self.channels_last)
-                with autocast(self.ctx.device, self.amp):
-                    out = self.spec.step(self.model, batch)
-                self.optimizer.zero_grad(set_to_none=True)
-                self.scaler.scale(out.loss).backward()
-                self.scaler.step(self.optimizer)
-                self.scaler.update()
-
-                # Loss parts are summed on the device; the host reads them (one sync) only at
-                # log points and at the epoch's end, not once per part per step.
-                step_losses = self._accumulate({"loss": out.loss, **out.parts})
+                step_losses = self._train_step(group)
                 self.epoch_count += 1
                 if bar is not None:
                     bar.update(1)
@@ -497,6 +497,34 @@ class Trainer:
             if bar is not None:
                 bar.close()
         return False
+
+    def _train_step(self, micro_batches: Sequence[Any]) -> torch.Tensor:
+        """One optimizer step on this rank's micro-batches of the global batch.
+
+        Each micro-batch's loss is scaled by its :class:`BatchPlan` weight, so the accumulated
+        (and, under DDP, rank-averaged) gradient is the global batch's mean. DDP reduces the
+        gradients once, after the last micro-step (``no_sync`` before). Returns this rank's
+        weighted loss parts, stacked and detached (their all-rank mean is the batch's).
+        """
+        self.optimizer.zero_grad(set_to_none=True)
+        last = len(micro_batches) - 1
+        total: dict[str, torch.Tensor] = {}
+        for j, batch in enumerate(micro_batches):
+            batch = to_device(batch, self.ctx.device, self.channels_last)
+            weight = self._weights[j]
+            sync = j == last or self._ddp is None
+            with contextlib.nullcontext() if sync else self._ddp.no_sync():
+                with autocast(self.ctx.device, self.amp):
+                    out = self.spec.step(self.model, batch)
+                self.scaler.scale(out.loss * weight).backward()
+            for key, value in {"loss": out.loss, **out.parts}.items():
+                part = value.detach() * weight
+                total[key] = total[key] + part if key in total else part
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        # Loss parts are summed on the device; the host reads them (one sync) only at log
+        # points and at the epoch's end, not once per part per step.
+        return self._accumulate(total)
 
     def _should_stop(self, stop: _StopFlag, stop_at_iteration: int | None) -> bool:
         flag = stop.requested or (stop_at_iteration is not None
@@ -546,6 +574,16 @@ class Trainer:
         return export_model(path, stage=self.spec.name, model_config=self.spec.model_config,
                             state_dict=state, metrics=metrics or self._metrics(),
                             config=self.config)
+
+
+def _grouped(items: Any, size: int) -> Iterator[list[Any]]:
+    """Consecutive lists of ``size`` items of an iterable (the micro-batches of one step)."""
+    group: list[Any] = []
+    for item in items:
+        group.append(item)
+        if len(group) == size:
+            yield group
+            group = []
 
 
 def parameters_of(modules: Sequence[nn.Module]) -> list[nn.Parameter]:
