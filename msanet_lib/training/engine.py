@@ -312,8 +312,10 @@ class Trainer:
         step = torch.stack([v.detach().to(dtype) for v in parts.values()])
         if self._sums is None:
             self._sum_keys = list(parts)
-            self._sums = torch.tensor([self.epoch_sums.get(k, 0.0) for k in parts], dtype=dtype,
-                                      device=step.device)
+            start = [self.epoch_sums.get(k, 0.0) for k in parts]
+            # a fresh epoch starts from zeros made on the device (no host-to-device copy)
+            self._sums = (torch.tensor(start, dtype=dtype, device=step.device) if any(start)
+                          else torch.zeros(len(start), dtype=dtype, device=step.device))
         self._sums += step
         return step
 
@@ -527,14 +529,20 @@ class Trainer:
         return self._accumulate(total)
 
     def _should_stop(self, stop: _StopFlag, stop_at_iteration: int | None) -> bool:
-        flag = stop.requested or (stop_at_iteration is not None
-                                  and self.iteration >= stop_at_iteration)
-        if self.ctx.distributed:
-            device = self.ctx.device if dist.get_backend() == "nccl" else torch.device("cpu")
-            t = torch.tensor([int(flag)], device=device)
-            dist.all_reduce(t, op=dist.ReduceOp.MAX)
-            flag = bool(t.item())
-        return flag
+        """Stop now? ``stop_at_iteration`` is the same on every rank; a signal may reach only
+        some ranks, so under DDP they agree on it at log points only: the agreement is a
+        collective read on the host (a device sync under NCCL), which every step would pay.
+        A signal therefore takes effect within ``log_every`` iterations under DDP."""
+        if stop_at_iteration is not None and self.iteration >= stop_at_iteration:
+            return True
+        if not self.ctx.distributed:
+            return stop.requested
+        if self.iteration % self.log_every:
+            return False
+        device = self.ctx.device if dist.get_backend() == "nccl" else torch.device("cpu")
+        t = torch.tensor([int(stop.requested)], device=device)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return bool(t.item())
 
     def _end_epoch(self, epoch: int) -> dict[str, Any]:
         """Validate, update best/early-stopping state, and build the epoch's log record."""
