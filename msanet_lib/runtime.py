@@ -129,6 +129,40 @@ def float32_autocast_off(fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+_STATIC_PADDING: list[bool] = [False]  # set by static_padding(); a list so the flag is mutable
+
+
+@contextlib.contextmanager
+def static_padding(enabled: bool = True) -> Iterator[None]:
+    """Within the block, :func:`padded_length` returns its static bound on the CPU too.
+
+    That is what every accelerator runs; on the CPU it shows the accelerator path (the tests
+    count its host syncs: there must be none) and lets ``torch.compile`` on the CPU keep one graph.
+    """
+    before = _STATIC_PADDING[0]
+    _STATIC_PADDING[0] = enabled
+    try:
+        yield
+    finally:
+        _STATIC_PADDING[0] = before
+
+
+def padded_length(counts: torch.Tensor, bound: int, extra: int = 0) -> int:
+    """Columns to keep when per-sample selections of ``counts`` (N,) items are padded to one size.
+
+    Returns ``min(max(counts.max() + extra, 1), bound)`` on the CPU in eager mode, where reading
+    the count costs nothing and the smaller gather is several times faster than the full one.
+    Returns ``bound`` (the static maximum, e.g. the number of pixels) on CUDA/MPS, while
+    ``torch.compile`` traces, and inside :func:`static_padding`: reading a device tensor on
+    the host would wait for the GPU's queue to drain (a sync per call) and break the compiled
+    graph. Callers mask the padding, so both give the same result.
+    """
+    if (counts.device.type != "cpu" or _STATIC_PADDING[0]
+            or torch.compiler.is_compiling()):
+        return bound
+    return min(max(int(counts.max()) + extra, 1), bound)
+
+
 def unwrap_model(model: nn.Module) -> nn.Module:
     """The user's model inside DDP/DataParallel (``.module``) or torch.compile (``._orig_mod``)."""
     while True:

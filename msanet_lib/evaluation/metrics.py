@@ -18,6 +18,10 @@ One deliberate difference from the authors' ``test.py``: a class that never appe
 (no episode, or a zero union) is *excluded* from the mean and reported in
 ``missing_classes``; the authors add ``1e-10`` to the union and so average in a 0.
 With the standard 1000 episodes every class appears, so the two agree.
+
+Counts are integers, so a validation sharded over several processes gives exactly the numbers of
+one process once the meters' counts are summed over the processes (:meth:`FewShotIoU.all_reduce`,
+:meth:`MultiClassIoU.all_reduce`).
 """
 
 from __future__ import annotations
@@ -26,9 +30,27 @@ import math
 from dataclasses import dataclass, field
 
 import torch
+import torch.distributed as dist
 from torch import Tensor
 
 from msanet_lib.runtime import IGNORE_LABEL
+
+
+def sum_over_processes(counts: list[Tensor], device: torch.device) -> list[Tensor]:
+    """Each int64 tensor of ``counts`` summed over every process of the group (new tensors).
+
+    One collective for all of them (they travel as one flat tensor). ``device`` is where the
+    collective runs under NCCL (this process's GPU); gloo runs on the CPU. The sums are
+    returned on the CPU, where the meters keep their counts. Without an initialised process
+    group (one process) the tensors come back unchanged.
+    """
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return counts
+    where = device if dist.get_backend() == "nccl" else torch.device("cpu")
+    flat = torch.cat([c.reshape(-1).to(where, torch.int64) for c in counts])
+    dist.all_reduce(flat)
+    parts = flat.cpu().split([c.numel() for c in counts])
+    return [part.view(c.shape).clone() for c, part in zip(counts, parts)]
 
 
 def intersection_and_union(
@@ -150,6 +172,14 @@ class FewShotIoU:
         self.fb_intersection += inter.sum(0)
         self.fb_union += union.sum(0)
 
+    def all_reduce(self, device: torch.device) -> None:
+        """Sum the counts over every process (each one scored its shard of the episodes);
+        see :func:`sum_over_processes`. Every process of the group must call it."""
+        (self.class_intersection, self.class_union, self.class_episodes, self.fb_intersection,
+         self.fb_union) = sum_over_processes([self.class_intersection, self.class_union,
+                                              self.class_episodes, self.fb_intersection,
+                                              self.fb_union], device)
+
     @property
     def class_iou(self) -> list[float]:
         """IoU of each class of ``class_ids`` (NaN for a class that never appeared)."""
@@ -220,6 +250,12 @@ class MultiClassIoU:
         self.intersection += inter.sum(0).cpu()
         self.union += union.sum(0).cpu()
         self.target_area += area.sum(0).cpu()
+
+    def all_reduce(self, device: torch.device) -> None:
+        """Sum the counts over every process (each one scored its shard of the images);
+        see :func:`sum_over_processes`. Every process of the group must call it."""
+        self.intersection, self.union, self.target_area = sum_over_processes(
+            [self.intersection, self.union, self.target_area], device)
 
     @property
     def class_iou(self) -> list[float]:

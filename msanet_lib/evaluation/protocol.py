@@ -31,6 +31,12 @@ classes and supports, like the authors' later passes) and restores them afterwar
 episodes are then identical for any ``batch_size`` and worker count. Datasets drawing from
 the global generators are deterministic with ``num_workers=0``. (The authors' episodes come
 from the global ``random`` module inside DataLoader workers and cannot be replayed exactly.)
+
+Several processes. ``shard=(rank, world_size)`` (validation during multi-GPU training) cuts the
+walk into the batches one process would run and gives process ``rank`` every
+``world_size``-th of them (:func:`rank_batches`); the integer counts are then summed over the
+processes. Every episode is computed in the same batch as on one process, so the scores equal
+a one-process run exactly (with a dataset that draws episodes from ``(seed, epoch, index)``).
 """
 
 from __future__ import annotations
@@ -144,6 +150,24 @@ class CyclicSampler(Sampler[int]):
 
     def __len__(self) -> int:
         return self.episodes
+
+
+def rank_batches(order: Sequence[int], batch_size: int, rank: int = 0,
+                 world_size: int = 1) -> list[list[int]]:
+    """Process ``rank``'s share of a walk over ``order``: batch ``b`` goes to ``b % world_size``.
+
+    ``order`` is cut into consecutive batches of ``batch_size`` (the last may be shorter),
+    exactly the batches one process runs; whole batches are dealt round-robin, so an item's
+    batch (and so its arithmetic) does not depend on the process count, and the processes'
+    shares differ by at most one batch.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank={rank} must lie in 0..world_size-1 (world_size={world_size})")
+    order = list(order)
+    starts = range(rank * batch_size, len(order), world_size * batch_size)
+    return [order[s:s + batch_size] for s in starts]
 
 
 # --------------------------------------------------------------------------- results
@@ -315,6 +339,7 @@ def evaluate(
     class_ids: Sequence[int] | None = None,
     progress: bool = True,
     collate_fn: Callable[[list[dict[str, Any]]], dict[str, Any]] = collate_for_eval,
+    shard: tuple[int, int] = (0, 1),
 ) -> EvalResult:
     """Runs the authors' few-shot test protocol (see the module docstring).
 
@@ -332,6 +357,10 @@ def evaluate(
         batch_size: episodes per forward pass; results do not depend on it.
         class_ids: the fold's novel class ids in ``class_index`` order (default: read from
             the dataset's ``novel_classes``/``class_ids`` attribute).
+        shard: ``(rank, world_size)``: this process runs its share of the episodes
+            (:func:`rank_batches`) and the counts are summed over the ``torch.distributed``
+            group, which every process of it must enter with the same arguments. Every
+            process returns the full result.
 
     Returns:
         :class:`EvalResult` with one :class:`SeedResult` per seed.
@@ -342,6 +371,14 @@ def evaluate(
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if not seeds:
         raise ValueError("seeds is empty: pass at least one seed")
+    rank, world_size = shard
+    if not 0 <= rank < world_size:
+        raise ValueError(f"shard={shard}: expected (rank, world_size) with 0 <= rank < world_size")
+    if world_size > 1 and not (torch.distributed.is_available()
+                               and torch.distributed.is_initialized()):
+        raise ValueError(f"shard={shard} sums the counts over a torch.distributed process group, "
+                         "and none is initialised: start the processes with torchrun or pass "
+                         "shard=(0, 1)")
     ids = _fold_class_ids(dataset, class_ids)
     if device is None:
         first = next(model.parameters(), None)
@@ -359,7 +396,8 @@ def evaluate(
         for seed in seeds:
             results.append(
                 _evaluate_seed(model, dataset, int(seed), episodes, ids, device, amp,
-                               channels_last, batch_size, num_workers, progress, collate_fn)
+                               channels_last, batch_size, num_workers, progress and rank == 0,
+                               collate_fn, (rank, world_size))
             )
     finally:
         for key, value in saved.items():
@@ -388,18 +426,19 @@ def _evaluate_seed(
     num_workers: int,
     progress: bool,
     collate_fn: Callable[[list[dict[str, Any]]], dict[str, Any]],
+    shard: tuple[int, int] = (0, 1),
 ) -> SeedResult:
-    """One seed of :func:`evaluate`."""
+    """One seed of :func:`evaluate` (this process's ``shard`` of it, counts summed)."""
     seed_all(seed)
     if hasattr(dataset, "seed"):
         dataset.seed = seed
     if hasattr(dataset, "episodes"):
         # Later passes over the query list then draw new classes and supports.
         dataset.episodes = episodes
+    walk = CyclicSampler(len(dataset), episodes)  # type: ignore[arg-type]
     loader = DataLoader(
         dataset,
-        batch_size=batch_size,
-        sampler=CyclicSampler(len(dataset), episodes),  # type: ignore[arg-type]
+        batch_sampler=rank_batches(walk, batch_size, *shard),
         num_workers=num_workers,
         collate_fn=collate_fn,
         generator=torch.Generator().manual_seed(int(seed)),
@@ -436,7 +475,19 @@ def _evaluate_seed(
                 elif "query_base_label" in batch:
                     # Without the original base label, score at the input resolution.
                     base.update(base_out.argmax(1), batch["query_base_label"].to(device))
-    if final.missing_classes:
+    if shard[1] > 1:
+        final.all_reduce(device)
+        meta.all_reduce(device)
+        # A process whose share was empty never saw base_out: agree on the class count first,
+        # so that every process enters the same collectives.
+        where = device if torch.distributed.get_backend() == "nccl" else torch.device("cpu")
+        largest = torch.tensor([0 if base is None else base.num_classes], device=where)
+        torch.distributed.all_reduce(largest, op=torch.distributed.ReduceOp.MAX)
+        num_base = int(largest.item())
+        if num_base:
+            base = base or MultiClassIoU(num_base)
+            base.all_reduce(device)
+    if final.missing_classes and shard[0] == 0:
         warnings.warn(f"seed {seed}: classes {final.missing_classes} had no episode; they count "
                       "as 0 in mIoU as in the authors' test.py (raise --episodes)", stacklevel=2)
     return SeedResult(

@@ -30,6 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from msanet_lib.runtime import padded_length
+
 CORR_EPS = 1e-5
 
 
@@ -57,7 +59,9 @@ def chained_mask_resize(mask: Tensor, feat_sizes: list[tuple[int, int]]) -> list
 def select_support_pixels(mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """Indices of the support pixels kept by the authors' rule ``m >= mean(m[m > 0])``.
 
-    The number of kept pixels differs per sample, so the selection is returned padded:
+    The number of kept pixels differs per sample, so the selection is returned padded, to the
+    largest count on the CPU and to all ``hw`` pixels on accelerators (no host sync,
+    :func:`~msanet_lib.runtime.padded_length`):
 
     Args:
         mask: (N, hw) soft mask values.
@@ -72,7 +76,7 @@ def select_support_pixels(mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     mean_pos = (mask * positive).sum(dim=1, keepdim=True) / n_pos.clamp(min=1)
     selected = positive & (mask >= mean_pos)
     count = selected.sum(dim=1)
-    n_max = max(int(count.max()), 1)
+    n_max = padded_length(count, mask.shape[1])  # static (all pixels) on accelerators: no sync
     # A stable sort on "not selected" puts the selected pixels first, in their original order.
     order = torch.argsort((~selected).to(torch.uint8), dim=1, stable=True)
     index = order[:, :n_max]

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from msanet_lib.runtime import float32_autocast_off
+from msanet_lib.runtime import float32_autocast_off, padded_length
 
 PRIOR_EPS = 1e-7
 
@@ -54,7 +54,8 @@ def prior_mask(
     # typically a small fraction of the image, which shrinks the (HWs x HWq) similarity.
     inside = mask > 0
     order = torch.argsort((~inside).to(torch.uint8), dim=1, stable=True)  # inside pixels first
-    n_cols = min(int(inside.sum(dim=1).max()) + 1, h * w)
+    # All h*w columns on accelerators (a static size: no host sync), see padded_length.
+    n_cols = padded_length(inside.sum(dim=1), h * w, extra=1)
     index = order[:, :n_cols]  # (B*K, n): inside pixels, then (if any) zero-mask pixels
     supp = supp_feat.reshape(b * k, c, h * w).gather(2, index[:, None, :].expand(-1, c, -1))
     supp = supp * mask.gather(1, index).to(supp.dtype)[:, None, :]

@@ -140,6 +140,9 @@ class RuntimeConfig:
     tf32: bool = True                     # CUDA: TF32 tensor cores for float32 matmul/conv
     dist_timeout_minutes: float = 30.0    # DDP: how long a rank waits in a collective
     workers: int = 2
+    micro_batch_size: int | None = None   # most samples a process (GPU) forwards at once; a
+                                          # larger share of the global batch is accumulated
+                                          # over micro-steps (None = the whole share at once)
     log_every: int = 10                   # iterations between progress-bar/TensorBoard updates
     checkpoint_every: int = 0             # also save last.pth every N iterations (0 = per epoch)
     progress: bool = True                 # tqdm progress bars
@@ -194,8 +197,14 @@ class TrainConfig:
                 raise ConfigError(f"pretrain.{key}={getattr(self.pretrain, key)} must be >= 1.")
         if self.meta.val_episodes < 1:
             raise ConfigError("meta.val_episodes must be >= 1.")
+        if self.base.max_val_images is not None and self.base.max_val_images < 1:
+            raise ConfigError(f"base.max_val_images={self.base.max_val_images} must be >= 1, "
+                              "or null for every val image.")
         if self.runtime.workers < 0:
             raise ConfigError("runtime.workers must be >= 0.")
+        if self.runtime.micro_batch_size is not None and self.runtime.micro_batch_size < 1:
+            raise ConfigError(f"runtime.micro_batch_size={self.runtime.micro_batch_size} must be "
+                              ">= 1, or null to forward each process's whole share at once.")
 
 
 # --------------------------------------------------------------------------------------------

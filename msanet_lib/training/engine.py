@@ -10,7 +10,8 @@ a score to maximise. :class:`Trainer` does the rest, the same way for both, foll
 - at the start of epoch ``e`` the global generators are seeded with ``seed + e`` (the authors'
   ``setup_seed(manual_seed + epoch)``; it drives dropout), data comes from
   :class:`~msanet_lib.training.distributed.SeededDataset` so it is independent of that;
-- after every epoch (and mid-epoch when ``half_epoch_val``), the main process validates; a new
+- after every epoch (and mid-epoch when ``half_epoch_val``), every process validates its share
+  of the validation set and the counts are summed (the score equals a one-process run); a new
   best score writes ``best.pth``; ``stop_interval`` epochs without one stop the stage;
 - ``last.pth`` is written after every epoch, every ``checkpoint_every`` iterations, and when the
   process receives SIGINT/SIGTERM (then the stage stops cleanly: resume continues exactly).
@@ -41,6 +42,7 @@ from msanet_lib.training.checkpoint import (
     save_checkpoint,
 )
 from msanet_lib.training.distributed import (
+    BatchPlan,
     DistContext,
     EpochBatchSampler,
     SeededDataset,
@@ -106,8 +108,10 @@ class StageSpec:
             refers to their positions).
         train_set: map-style dataset; items are collated by ``collate``.
         step: ``step(model, batch) -> StepOutput``; ``model`` may be DDP-wrapped.
-        validate: ``validate(plain_model) -> dict`` with at least ``"score"`` (maximised);
-            other numeric values are logged. Runs on the main process only.
+        validate: ``validate(plain_model, ctx) -> dict`` with at least ``"score"``
+            (maximised); other numeric values are logged. Every process calls it: each scores
+            its share of the validation data and the counts are summed over the processes,
+            so all of them return the same numbers.
         train_mode: puts the model in training mode (e.g. ``train()`` + fixed BN).
         model_config: MSANetConfig fields (saved in checkpoints).
         sync_batchnorm: convert BN to SyncBatchNorm under multi-GPU DDP (stage 1).
@@ -122,7 +126,7 @@ class StageSpec:
     param_groups: list[dict[str, Any]]
     train_set: Dataset
     step: Callable[[nn.Module, Any], StepOutput]
-    validate: Callable[[nn.Module], dict[str, float]]
+    validate: Callable[[nn.Module, DistContext], dict[str, float]]
     train_mode: Callable[[nn.Module], None]
     model_config: dict[str, Any]
     collate: Callable[[list[Any]], Any] | None = None
@@ -201,6 +205,8 @@ class Trainer:
         amp: ``"none" | "bf16" | "fp16"``; fp16 uses a GradScaler.
         channels_last, compile: memory format / ``torch.compile`` of the model.
         workers: DataLoader worker processes (pin_memory on CUDA).
+        micro_batch_size: most samples one process forwards at once; a larger share of the
+            global batch is accumulated over micro-steps (:func:`plan_batches`). None: one.
         log_every: iterations between iteration-log records.
         checkpoint_every: write ``last.pth`` every N iterations too (0: per epoch only).
         progress: show tqdm bars (main process only).
@@ -218,6 +224,7 @@ class Trainer:
         channels_last: bool = False,
         compile: bool = False,
         workers: int = 0,
+        micro_batch_size: int | None = None,
         log_every: int = 10,
         checkpoint_every: int = 0,
         progress: bool = True,
@@ -246,6 +253,7 @@ class Trainer:
                                          momentum=recipe.momentum,
                                          weight_decay=recipe.weight_decay)
         wrapped: nn.Module = model
+        self._ddp: nn.parallel.DistributedDataParallel | None = None
         if ctx.distributed:
             if spec.sync_batchnorm and ctx.device.type == "cuda":
                 wrapped = nn.SyncBatchNorm.convert_sync_batchnorm(wrapped)
@@ -254,6 +262,7 @@ class Trainer:
                 wrapped, device_ids=device_ids,
                 find_unused_parameters=spec.find_unused_parameters,
                 broadcast_buffers=not spec.frozen_buffers)
+            self._ddp = wrapped  # no_sync() lives here, also when compile wraps it
         if compile:
             wrapped = torch.compile(wrapped)
         self.model = wrapped
@@ -261,7 +270,10 @@ class Trainer:
 
         self.sampler = EpochBatchSampler(len(spec.train_set), recipe.batch_size, seed,
                                          rank=ctx.rank, world_size=ctx.world_size,
-                                         samples_per_epoch=recipe.samples_per_epoch)
+                                         samples_per_epoch=recipe.samples_per_epoch,
+                                         micro_batch_size=micro_batch_size)
+        self.plan: BatchPlan = self.sampler.plan
+        self._weights = self.plan.weights(ctx.rank)  # loss scale of this rank's micro-steps
         self.loader = DataLoader(
             SeededDataset(spec.train_set, seed),
             batch_sampler=self.sampler,
@@ -300,8 +312,10 @@ class Trainer:
         step = torch.stack([v.detach().to(dtype) for v in parts.values()])
         if self._sums is None:
             self._sum_keys = list(parts)
-            self._sums = torch.tensor([self.epoch_sums.get(k, 0.0) for k in parts], dtype=dtype,
-                                      device=step.device)
+            start = [self.epoch_sums.get(k, 0.0) for k in parts]
+            # a fresh epoch starts from zeros made on the device (no host-to-device copy)
+            self._sums = (torch.tensor(start, dtype=dtype, device=step.device) if any(start)
+                          else torch.zeros(len(start), dtype=dtype, device=step.device))
         self._sums += step
         return step
 
@@ -384,13 +398,11 @@ class Trainer:
 
     # --- validation ------------------------------------------------------------------------
     def _validate(self, epoch_label: float) -> dict[str, float]:
-        result: dict[str, float] | None = None
-        if self.ctx.is_main:
-            with preserved_rng():
-                result = dict(self.spec.validate(self.plain_model))
-        barrier(self.ctx)
+        """Every process validates its shard; rank 0's numbers (the same on every rank, summed
+        counts) are broadcast anyway, so the best/early-stopping decisions cannot diverge."""
+        with preserved_rng():
+            result = dict(self.spec.validate(self.plain_model, self.ctx))
         result = broadcast_object(result, self.ctx)
-        assert result is not None
         score = float(result["score"])
         if score > self.best_score:
             self.best_score, self.best_epoch = score, epoch_label
@@ -458,20 +470,11 @@ class Trainer:
                        desc=f"{self.spec.name} {epoch + 1}/{self.recipe.epochs}", unit="it")
         half = round(self.iters_per_epoch / 2)
         try:
-            for i, batch in enumerate(self.loader, start=start_batch):
+            micro_batches = _grouped(self.loader, self.plan.micro_steps)
+            for i, group in enumerate(micro_batches, start=start_batch):
                 self.iteration += 1
                 lrs = self.schedule.apply(self.optimizer, self.iteration)
-                batch = to_device(batch, self.ctx.device, self.channels_last)
-                with autocast(self.ctx.device, self.amp):
-                    out = self.spec.step(self.model, batch)
-                self.optimizer.zero_grad(set_to_none=True)
-                self.scaler.scale(out.loss).backward()
-                self.scaler.step(self.optimizer)
-                self.scaler.update()
-
-                # Loss parts are summed on the device; the host reads them (one sync) only at
-                # log points and at the epoch's end, not once per part per step.
-                step_losses = self._accumulate({"loss": out.loss, **out.parts})
+                step_losses = self._train_step(group)
                 self.epoch_count += 1
                 if bar is not None:
                     bar.update(1)
@@ -497,15 +500,49 @@ class Trainer:
                 bar.close()
         return False
 
+    def _train_step(self, micro_batches: Sequence[Any]) -> torch.Tensor:
+        """One optimizer step on this rank's micro-batches of the global batch.
+
+        Each micro-batch's loss is scaled by its :class:`BatchPlan` weight, so the accumulated
+        (and, under DDP, rank-averaged) gradient is the global batch's mean. DDP reduces the
+        gradients once, after the last micro-step (``no_sync`` before). Returns this rank's
+        weighted loss parts, stacked and detached (their all-rank mean is the batch's).
+        """
+        self.optimizer.zero_grad(set_to_none=True)
+        last = len(micro_batches) - 1
+        total: dict[str, torch.Tensor] = {}
+        for j, batch in enumerate(micro_batches):
+            batch = to_device(batch, self.ctx.device, self.channels_last)
+            weight = self._weights[j]
+            sync = j == last or self._ddp is None
+            with contextlib.nullcontext() if sync else self._ddp.no_sync():
+                with autocast(self.ctx.device, self.amp):
+                    out = self.spec.step(self.model, batch)
+                self.scaler.scale(out.loss * weight).backward()
+            for key, value in {"loss": out.loss, **out.parts}.items():
+                part = value.detach() * weight
+                total[key] = total[key] + part if key in total else part
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        # Loss parts are summed on the device; the host reads them (one sync) only at log
+        # points and at the epoch's end, not once per part per step.
+        return self._accumulate(total)
+
     def _should_stop(self, stop: _StopFlag, stop_at_iteration: int | None) -> bool:
-        flag = stop.requested or (stop_at_iteration is not None
-                                  and self.iteration >= stop_at_iteration)
-        if self.ctx.distributed:
-            device = self.ctx.device if dist.get_backend() == "nccl" else torch.device("cpu")
-            t = torch.tensor([int(flag)], device=device)
-            dist.all_reduce(t, op=dist.ReduceOp.MAX)
-            flag = bool(t.item())
-        return flag
+        """Stop now? ``stop_at_iteration`` is the same on every rank; a signal may reach only
+        some ranks, so under DDP they agree on it at log points only: the agreement is a
+        collective read on the host (a device sync under NCCL), which every step would pay.
+        A signal therefore takes effect within ``log_every`` iterations under DDP."""
+        if stop_at_iteration is not None and self.iteration >= stop_at_iteration:
+            return True
+        if not self.ctx.distributed:
+            return stop.requested
+        if self.iteration % self.log_every:
+            return False
+        device = self.ctx.device if dist.get_backend() == "nccl" else torch.device("cpu")
+        t = torch.tensor([int(stop.requested)], device=device)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return bool(t.item())
 
     def _end_epoch(self, epoch: int) -> dict[str, Any]:
         """Validate, update best/early-stopping state, and build the epoch's log record."""
@@ -545,6 +582,16 @@ class Trainer:
         return export_model(path, stage=self.spec.name, model_config=self.spec.model_config,
                             state_dict=state, metrics=metrics or self._metrics(),
                             config=self.config)
+
+
+def _grouped(items: Any, size: int) -> Iterator[list[Any]]:
+    """Consecutive lists of ``size`` items of an iterable (the micro-batches of one step)."""
+    group: list[Any] = []
+    for item in items:
+        group.append(item)
+        if len(group) == size:
+            yield group
+            group = []
 
 
 def parameters_of(modules: Sequence[nn.Module]) -> list[nn.Parameter]:

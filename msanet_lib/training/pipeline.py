@@ -160,20 +160,22 @@ def run_stage(
         spec, recipe = build_meta_stage(cfg, ctx.device, base_path, amp=rt.amp)
     trainer = Trainer(spec, recipe, ctx, folder, config=cfg.to_dict(), seed=cfg.seed, amp=rt.amp,
                       channels_last=rt.channels_last, compile=rt.compile, workers=rt.workers,
-                      log_every=rt.log_every, checkpoint_every=rt.checkpoint_every,
+                      micro_batch_size=rt.micro_batch_size, log_every=rt.log_every, checkpoint_every=rt.checkpoint_every,
                       progress=rt.progress)
     if ctx.is_main:
         notes = ", ".join(f"{k}: {v}" for k, v in spec.notes.items())
         print(f"[{stage}] {cfg.name} fold {cfg.fold} {cfg.shots}-shot on {ctx.device} "
               f"(x{ctx.world_size}) | {trainer.iters_per_epoch} it/epoch x {recipe.epochs} "
-              f"epochs | {notes} | -> {folder}")
+              f"epochs | {trainer.plan.describe()} | {notes} | -> {folder}")
     result: StageResult = trainer.fit(resume=resume_from, stop_at_iteration=stop_at_iteration)
     summary = {
         "stage": stage, "best_miou": result.best_score, "best_epoch": result.best_epoch,
         "epochs_run": result.epochs_run, "iterations": result.iterations,
         "interrupted": result.interrupted, "seconds": round(result.seconds, 1),
         "best": str(result.best_path), "last": str(result.last_path),
-        "world_size": ctx.world_size, "device": str(ctx.device), "config": cfg.to_dict(),
+        "world_size": ctx.world_size, "device": str(ctx.device),
+        "global_batch": trainer.plan.global_batch, "micro_steps": trainer.plan.micro_steps,
+        "batch_plan": trainer.plan.describe(), "config": cfg.to_dict(),
     }
     if ctx.is_main:
         if result.interrupted:

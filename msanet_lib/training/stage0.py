@@ -24,8 +24,10 @@ from msanet_lib.data.datasets import collate_episodes
 from msanet_lib.data.toy_pretrain import ATTRIBUTES, AttributeDataset, attribute_table
 from msanet_lib.data.transforms import test_transform, train_transform
 from msanet_lib.evaluation.metrics import MultiClassIoU
+from msanet_lib.evaluation.protocol import rank_batches
 from msanet_lib.model.attribute_net import AttributeNet
 from msanet_lib.training.config import TrainConfig
+from msanet_lib.training.distributed import DistContext
 from msanet_lib.training.engine import Recipe, StageSpec, StepOutput, autocast, parameters_of
 
 
@@ -53,10 +55,12 @@ def build_pretrain_stage(cfg: TrainConfig, device: torch.device,
                                             p.background_weight))
 
     @torch.no_grad()
-    def validate(net: nn.Module) -> dict[str, float]:
+    def validate(net: nn.Module, ctx: DistContext) -> dict[str, float]:
+        """Mean attribute mIoU; each process scores every world_size-th batch, counts summed."""
         net.eval()
         meters = [MultiClassIoU(v) for v in num_values]
-        loader = DataLoader(val_set, batch_size=32, shuffle=False, num_workers=0,
+        batches = rank_batches(range(len(val_set)), 32, ctx.rank, ctx.world_size)
+        loader = DataLoader(val_set, batch_sampler=batches, num_workers=cfg.runtime.workers,
                             collate_fn=collate_episodes)
         for batch in loader:
             image = batch["image"].to(device)
@@ -65,6 +69,8 @@ def build_pretrain_stage(cfg: TrainConfig, device: torch.device,
             target = targets(batch["label"].to(device))
             for a, (meter, lg) in enumerate(zip(meters, logits)):
                 meter.update(lg.argmax(1), target[:, a])
+        for meter in meters:
+            meter.all_reduce(device)
         scores = {f"miou_{name}": m.miou for name, m in zip(ATTRIBUTES, meters)}
         return {"score": sum(scores.values()) / len(scores), **scores}
 

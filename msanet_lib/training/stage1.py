@@ -21,9 +21,11 @@ from torch.utils.data import DataLoader
 
 from msanet_lib.data.datasets import collate_episodes
 from msanet_lib.evaluation.metrics import MultiClassIoU
+from msanet_lib.evaluation.protocol import rank_batches
 from msanet_lib.model.pspnet import PSPNet
 from msanet_lib.training.config import TrainConfig
 from msanet_lib.training.data import base_class_dataset
+from msanet_lib.training.distributed import DistContext
 from msanet_lib.training.engine import Recipe, StageSpec, StepOutput, autocast, parameters_of
 
 
@@ -82,16 +84,19 @@ def build_base_stage(cfg: TrainConfig, device: torch.device, amp: str = "none",
         net.train()  # BAM trains every BatchNorm in stage 1
 
     @torch.no_grad()
-    def validate(net: nn.Module) -> dict[str, float]:
+    def validate(net: nn.Module, ctx: DistContext) -> dict[str, float]:
+        """Base-class mIoU; each process scores every world_size-th batch, counts summed."""
         net.eval()
         meter = MultiClassIoU(num_classes)
-        loader = DataLoader(val_set, batch_size=b.val_batch_size, shuffle=False, num_workers=0,
+        batches = rank_batches(range(len(val_set)), b.val_batch_size, ctx.rank, ctx.world_size)
+        loader = DataLoader(val_set, batch_sampler=batches, num_workers=cfg.runtime.workers,
                             collate_fn=collate_episodes)
         for batch in loader:
             image, label = batch["image"].to(device), batch["label"].to(device)
             with autocast(device, amp):
-                logits = net(image)
+                logits = net(image)  # (B, C, S, S)
             meter.update(logits.argmax(1), label)
+        meter.all_reduce(device)
         return {"score": meter.miou}
 
     spec = StageSpec(

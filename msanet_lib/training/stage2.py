@@ -27,6 +27,7 @@ from msanet_lib.model.msanet import MSANet
 from msanet_lib.training.checkpoint import EXPORT_FORMAT, FORMAT, clean_state_dict
 from msanet_lib.training.config import TrainConfig
 from msanet_lib.training.data import episode_dataset
+from msanet_lib.training.distributed import DistContext
 from msanet_lib.training.engine import Recipe, StageSpec, StepOutput
 
 # PSPNet (stage 1) names -> MSANet names: the encoder keeps its names, PPM and classifier
@@ -135,9 +136,11 @@ def build_meta_stage(
     def train_mode(net: nn.Module) -> None:
         net.train()  # MSANet.train() keeps BatchNorm in eval mode when config.fix_bn
 
-    def validate(net: nn.Module) -> dict[str, float]:
+    def validate(net: nn.Module, ctx: DistContext) -> dict[str, float]:
+        """The test protocol on ``val_episodes`` episodes, shared out over the processes."""
         result = evaluate(net, val_set, episodes=m.val_episodes, seeds=[m.val_seed],
-                          device=device, amp=eval_amp, progress=False)
+                          device=device, amp=eval_amp, progress=False,
+                          num_workers=cfg.runtime.workers, shard=(ctx.rank, ctx.world_size))
         return {"score": result.mean_miou, "fbiou": result.mean_fb_iou,
                 "miou_meta": result.mean("miou_meta")}
 

@@ -103,3 +103,17 @@ def test_missing_config_and_extends_loop(tmp_path: Path) -> None:
     (tmp_path / "c.yaml").write_text("extends: toy\nmodel:\n  shots: 5\n")
     with pytest.raises(ConfigError, match="model.shots"):
         load_config(tmp_path / "c.yaml")
+
+
+@pytest.mark.parametrize("name", ALL_CONFIGS)
+def test_every_config_states_its_validation_budget(name: str) -> None:
+    """Both stages' validation cost is written in the file (inherited through `extends:`)."""
+    from msanet_lib.training.config import load_raw
+
+    raw = load_raw(name)
+    assert "max_val_images" in raw["base"] and "val_episodes" in raw["meta"]
+    cfg = load_config(name, fast=False)
+    if cfg.benchmark == "coco":  # ~40k val images: an unbounded stage-1 validation is hours
+        assert cfg.base.max_val_images is not None and cfg.base.max_val_images <= 10_000
+    with pytest.raises(ConfigError, match="max_val_images"):
+        load_config(name, {"base": {"max_val_images": 0}}, fast=False)

@@ -66,3 +66,40 @@ def test_eval_forward_under_autocast_is_finite_and_close(dtype: torch.dtype) -> 
             out = model(x, s_x, s_y).final_out.float().softmax(1)
     assert torch.isfinite(out).all()
     assert (out - ref).abs().max() < 0.1
+
+
+@pytest.mark.parametrize("stage", ["base", "meta"])
+def test_a_non_logging_training_step_never_syncs_the_gpu(stage: str, toy_root: Path,
+                                                         tmp_path: Path) -> None:
+    """torch.cuda.set_sync_debug_mode("error") raises on any host sync inside the steps
+    (the CPU twin, tests/training/test_sync_free.py, records the same ops)."""
+    from msanet_lib.runtime import seed_all
+    from msanet_lib.training.config import load_config
+    from msanet_lib.training.distributed import DistContext
+    from msanet_lib.training.engine import Trainer
+    from msanet_lib.training.stage1 import build_base_stage
+    from msanet_lib.training.stage2 import build_meta_stage
+
+    cfg = load_config("toy", {**TINY, "data_root": str(toy_root), "out": str(tmp_path)},
+                      fast=False)
+    ctx = DistContext(device=torch.device("cuda", torch.cuda.current_device()))
+    seed_all(cfg.seed)
+    spec, recipe = (build_meta_stage(cfg, ctx.device, base_learner=None) if stage == "meta"
+                    else build_base_stage(cfg, ctx.device, init="scratch"))
+    trainer = Trainer(spec, recipe, ctx, tmp_path / stage, config=cfg.to_dict(), seed=cfg.seed,
+                      progress=False, log_every=1000)
+    step, steps = trainer._train_step, []
+
+    def checked(group: list) -> torch.Tensor:
+        steps.append(len(group))
+        if len(steps) == 1:  # the first step allocates the loss sums; the others must not sync
+            return step(group)
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            return step(group)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+
+    trainer._train_step = checked
+    trainer.fit(stop_at_iteration=3)
+    assert len(steps) == 3

@@ -80,3 +80,39 @@ def test_process_group_timeout_comes_from_the_config(monkeypatch) -> None:
     assert ctx.rank == 1 and ctx.world_size == 2
     assert seen["backend"] == "gloo"
     assert seen["timeout"] == datetime.timedelta(minutes=45)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_sharded_validation_gives_the_numbers_of_one_process(
+        tiny_config: Callable[..., TrainConfig], tmp_path: Path) -> None:
+    """Every rank scores its share of the validation set; the summed counts make every rank
+    report exactly the one-process numbers (odd sizes: the shares are unequal)."""
+    import json
+
+    cfg = tiny_config(pretrain={"val_images": 70},           # 3 batches of 32: 2 + 1
+                      base={"max_val_images": 10, "val_batch_size": 4},  # 4 + 4 + 2
+                      meta={"val_episodes": 5})               # 5 episodes, batch 1: 3 + 2
+    data = cfg.to_dict()
+    one, two = tmp_path / "one", tmp_path / "two"
+    one.mkdir()
+    two.mkdir()
+    mp.spawn(ddp_helper.validate, args=(1, 0, data, str(one)), nprocs=1, join=True)
+    mp.spawn(ddp_helper.validate, args=(2, _free_port(), data, str(two)), nprocs=2, join=True)
+    for stage in ("pretrain", "base", "meta"):
+        single = json.loads((one / f"{stage}_0.json").read_text())
+        assert 0 < single["score"] < 1, (stage, single)  # a real score, not an empty meter
+        for rank in (0, 1):
+            assert json.loads((two / f"{stage}_{rank}.json").read_text()) == single, (stage, rank)
+
+
+def test_rank_batches_deal_whole_batches_round_robin() -> None:
+    from msanet_lib.evaluation.protocol import rank_batches
+
+    whole = rank_batches(range(11), 3)
+    assert whole == [[0, 1, 2], [3, 4, 5], [6, 7, 8], [9, 10]]
+    shares = [rank_batches(range(11), 3, r, 3) for r in range(3)]
+    assert shares == [[whole[0], whole[3]], [whole[1]], [whole[2]]]
+    assert rank_batches(range(2), 3, 1, 2) == []  # a rank may get nothing; it still reduces
+    with pytest.raises(ValueError, match="rank=2"):
+        rank_batches(range(4), 2, 2, 2)

@@ -55,8 +55,10 @@ def test_resume_mid_epoch_skips_exactly_the_done_batches() -> None:
 
 
 def test_batch_size_errors_are_clear() -> None:
-    with pytest.raises(ValueError, match="divisible"):
-        EpochBatchSampler(12, 3, seed=0, world_size=2)
+    uneven = [EpochBatchSampler(12, 3, seed=0, rank=r, world_size=2) for r in range(2)]
+    assert [len(next(iter(s))) for s in uneven] == [2, 1]  # 2 does not divide 3: shares 2 + 1
+    with pytest.raises(ValueError, match="smaller than the 4 processes"):
+        EpochBatchSampler(12, 3, seed=0, world_size=4)
     with pytest.raises(ValueError, match="fewer than one batch"):
         EpochBatchSampler(2, 3, seed=0)
 
