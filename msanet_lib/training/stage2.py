@@ -55,8 +55,9 @@ def base_learner_state(pspnet_state: Mapping[str, torch.Tensor]) -> dict[str, to
 def load_base_learner(model: MSANet, path: str | Path) -> str:
     """Load the frozen backbone + base learner into ``model`` from a stage-1 file.
 
-    ``path`` is a stage-1 checkpoint or export of this library, or one of the authors'
-    ``initmodel/PSPNet/.../best.pth`` files. Every backbone and base-learner tensor must be
+    ``path`` is a stage-1 checkpoint or export of this library, a stage-2 one (whose frozen
+    backbone and base learner are the stage-1 weights it was trained with), or one of the
+    authors' ``initmodel/PSPNet/.../best.pth`` files. Every backbone and base-learner tensor must be
     present; the meta learner's tensors are left as initialised.
 
     Raises:
@@ -70,9 +71,11 @@ def load_base_learner(model: MSANet, path: str | Path) -> str:
         raise FileNotFoundError(f"Base learner {path} not found. {how}")
     raw = read_weights_file(path, how_to_get=how)
     if isinstance(raw, dict) and raw.get("format") in (FORMAT, EXPORT_FORMAT):
-        if raw.get("stage") != "base":
+        # a stage-2 file carries, frozen and unchanged, the backbone and base learner it was
+        # trained with: reusing them is how an experiment starts from a shipped toy model
+        if raw.get("stage") not in ("base", "meta"):
             raise ValueError(f"{path} is a '{raw.get('stage')}' checkpoint; the base learner "
-                             "comes from stage 1 ('base').")
+                             "comes from stage 1 ('base') or a stage-2 model ('meta').")
         state = raw["state_dict"]
     elif isinstance(raw, dict) and "state_dict" in raw:
         state = raw["state_dict"]  # the authors' PSPNet best.pth

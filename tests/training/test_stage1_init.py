@@ -39,3 +39,27 @@ def test_imagenet_init_looks_for_the_authors_file_in_the_data_root(tmp_path: Pat
 def test_missing_weights_file_is_named(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="nope.pth"):
         init_backbone(_toy(), str(tmp_path / "nope.pth"))
+
+
+def test_a_stage2_model_can_seed_another_stage2_run(tmp_path: Path) -> None:
+    """``meta.base_learner`` accepts a stage-2 export: its frozen backbone and base learner
+    (the notebooks' experiments start from the shipped toy models this way); its meta learner
+    is not copied."""
+    from msanet_lib.model.msanet import MSANet, MSANetConfig
+    from msanet_lib.training.checkpoint import export_model
+    from msanet_lib.training.config import load_config
+    from msanet_lib.training.stage2 import load_base_learner
+
+    config = load_config("toy").model_config()
+    torch.manual_seed(0)
+    trained = MSANet(MSANetConfig(**config.__dict__))
+    path = tmp_path / "msanet_1shot.pth"
+    export_model(path, stage="meta", model_config=config.__dict__, state_dict=trained.state_dict(),
+                 metrics={}, config={})
+    torch.manual_seed(1)
+    fresh = MSANet(MSANetConfig(**config.__dict__))
+    load_base_learner(fresh, path)
+    mine, theirs = fresh.state_dict(), trained.state_dict()
+    frozen = [k for k in mine if k.split(".")[0] in ("layer0", "layer4", "learner_base")]
+    assert frozen and all(torch.equal(mine[k], theirs[k]) for k in frozen)
+    assert not torch.equal(mine["cls_meta.0.weight"], theirs["cls_meta.0.weight"])
