@@ -348,3 +348,51 @@ def leaderboard(upto: str = "shipped", results: Path = TOY_RESULTS) -> Leaderboa
                 f"{r['runs'][0]['episodes']} episodes x {n} test seed{'s' * (n != 1)}"
             rows.append((label, r["miou_mean"], r["miou_std"], len(r["runs"]), how))
     return Leaderboard(tuple(rows))
+
+
+def toy_model_with(overrides: dict[str, Any], seed: int = 0) -> torch.nn.Module:
+    """A freshly initialised toy MSANet (eval mode) built from ``toy.yaml`` plus
+    ``msanet-train --set`` style ``overrides`` (``{"model.use_attention": False}``; a
+    top-level ``"shots"`` works too): what an Experiment exercise's change builds."""
+    from msanet_lib.model.msanet import MSANet
+    from msanet_lib.training.config import deep_merge, load_config, parse_override
+
+    nested: dict[str, Any] = {}
+    for key, value in overrides.items():
+        text = str(value).lower() if isinstance(value, bool) else value
+        nested = deep_merge(nested, parse_override(f"{key}={text}"))
+    torch.manual_seed(seed)
+    return MSANet(load_config("toy", nested, fast=False).model_config()).eval()
+
+
+def stage2_experiment(overrides: dict[str, Any], name: str, run: bool = False,
+                      epochs: int = 3, episodes: int = 1000) -> list[list[str]]:
+    """The commands of a notebook's Experiment exercise: stage 2 on toy fold 0 with
+    ``overrides`` (``msanet-train --set`` keys, e.g. ``{"model.use_attention": False}``),
+    then its score on the leaderboard's terms. Printed always; run only when ``run``.
+
+    Training starts from the shipped fold-0 model's frozen backbone and base learner (the
+    stage-1 weights of the leaderboard's ablation rows) and lasts ``epochs`` epochs of about
+    200 iterations (3 = the ablation rows' budget); ``msanet-eval`` scores ``episodes``
+    episodes with the first test seed, like those rows. Output goes to ``runs/<name>``; a
+    ``"shots"`` entry trains a K-shot model.
+    """
+    out = REPO_ROOT / "runs" / name
+    shots = int(overrides.get("shots", 1))
+    sets = [a for k, v in overrides.items() if k != "shots"
+            for a in ("--set", f"{k}={str(v).lower() if isinstance(v, bool) else v}")]
+    commands = [
+        ["msanet-train", "--stage", "meta", "--fold", "0", "--shots", str(shots),
+         "--set", f"meta.epochs={epochs}", "--set", f"meta.base_learner={toy_checkpoint(0)}",
+         *sets, "--out", str(out)],
+        ["msanet-eval", "--checkpoint", str(out / f"meta_{shots}shot" / "best.pth"),
+         "--episodes", str(episodes), "--seeds", "510", "--json", str(out / "eval.json")],
+    ]
+    for cmd in commands:
+        print(" ".join(cmd))
+    if run:
+        import subprocess
+
+        for cmd in commands:
+            subprocess.run(cmd, check=True)
+    return commands

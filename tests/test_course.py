@@ -58,3 +58,29 @@ def test_reject_mistakes_counts_errors_as_rejections() -> None:
         raise RuntimeError("shape mismatch")
 
     assert course.reject_mistakes(_check_double, [raises, lambda x: x], "double") == 2
+
+
+def test_stage2_experiment_commands_parse_and_apply_the_change(capsys) -> None:
+    from msanet_lib.evaluation.__main__ import parse_args
+    from msanet_lib.training.__main__ import build_parser, overrides_from_args
+    from msanet_lib.training.config import load_config
+
+    train, evaluate = course.stage2_experiment({"model.use_attention": False,
+                                                "model.hyper_dim": 8}, "exp_test")
+    assert capsys.readouterr().out.count("\n") == 2  # both commands printed, nothing run
+    args = build_parser().parse_args(train[1:])
+    cfg = load_config(args.config, overrides_from_args(args))
+    assert cfg.model.use_attention is False and cfg.model.hyper_dim == 8
+    assert cfg.meta.epochs == 3 and cfg.meta.base_learner == str(course.toy_checkpoint(0))
+    ev = parse_args(evaluate[1:])
+    assert ev.seeds == [510] and ev.episodes == 1000
+    assert str(ev.checkpoint).startswith(str(args.out))
+
+
+def test_toy_model_with_applies_overrides_and_shots() -> None:
+    net = course.toy_model_with({"model.use_attention": False, "shots": 5,
+                                 "model.kshot_order": "bam"})
+    assert net.config.shots == 5 and net.config.kshot_order == "bam"
+    assert getattr(net, "gam", None) is None and not net.training
+    (train, evaluate) = course.stage2_experiment({"shots": 5}, "exp_k", run=False)
+    assert train[train.index("--shots") + 1] == "5" and "meta_5shot" in evaluate[2]
