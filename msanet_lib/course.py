@@ -231,30 +231,47 @@ def load_toy_backbone(fold: int = 0) -> tuple[torch.nn.Module, bool]:
 
 
 def figure_controls(draw: Callable[..., None], **controls: Any) -> Any:
-    """Widgets that redraw one figure: ``draw(**values)`` runs in a single output area.
+    """Widgets that redraw one figure: ``draw(**values)`` draws it with pyplot.
 
-    ``controls`` maps ``draw``'s keyword names to ipywidgets controls. Every change clears the
-    output area and draws again (never a second figure below the first), and the first picture
-    is drawn at once, without waiting for a control to move. Unlike ``ipywidgets.interact`` this
-    also finishes under ``jupyter nbconvert --execute``, which otherwise waits for its cell
-    timeout on our notebooks (measured: 200 s for notebook 00's episode picker, 11 s in all
-    with this helper). Returns the displayed box.
+    ``controls`` maps ``draw``'s keyword names to ipywidgets controls. The first picture is
+    an ordinary output of the cell (it stays in the saved notebook and in HTML exports), drawn
+    at once; every change of a control replaces that picture in place (a display update),
+    never a second figure below the first. No ``Output`` widget captures the drawing: with one,
+    ``jupyter nbconvert --execute`` stalled at random on such cells until its timeout (the
+    nbclient race of jupyter/nbclient#312; measured: 3 of 3 runs of notebook 00 waited 100 s
+    at this cell, 0 of 3 after). Returns the box of controls.
     """
     import ipywidgets as widgets
+    import matplotlib.pyplot as plt
     from IPython.display import display
 
-    out = widgets.Output()
+    def render() -> Any:
+        before = set(plt.get_fignums())
+        show, plt.show = plt.show, lambda *args, **kwargs: None  # keep the figure for us
+        try:
+            draw(**{name: w.value for name, w in controls.items()})
+        finally:
+            plt.show = show
+        new = [plt.figure(n) for n in plt.get_fignums() if n not in before]
+        if not new:
+            raise RuntimeError("figure_controls: draw() made no pyplot figure to show.")
+        for fig in new[:-1]:
+            plt.close(fig)
+        return new[-1]
+
+    box = widgets.HBox(list(controls.values()))
+    display(box)
+    first = render()
+    handle = display(first, display_id=True)
+    plt.close(first)
 
     def redraw(_change: Any = None) -> None:
-        with out:
-            out.clear_output(wait=True)
-            draw(**{name: w.value for name, w in controls.items()})
+        fig = render()
+        handle.update(fig)
+        plt.close(fig)
 
     for widget in controls.values():
         widget.observe(redraw, names="value")
-    box = widgets.VBox([widgets.HBox(list(controls.values())), out])
-    display(box)
-    redraw()
     return box
 
 
