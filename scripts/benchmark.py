@@ -8,10 +8,19 @@ Measures, at ``--size`` pixels:
   the process's peak resident set (Linux ``VmHWM``, reset through ``/proc/self/clear_refs``;
   elsewhere the growth of ``ru_maxrss``, which can only report new peaks).
 
+With ``--authors-code PATH`` (a checkout of github.com/AIVResearch/MSANet, kept outside this
+project) it instead times the eval forward of the authors' ResNet-50 MSANet against ours,
+interleaved in one process (authors, ours, authors, ours, ...), on the same weights (the
+deterministic recipe of tests/fixtures/authors_golden/README.md) and the same 1-shot episode, and
+prints the median time of each and its ratio to the authors'. Ours runs as ``msanet-eval``
+does: :func:`~msanet_lib.model.inference.prepare_for_inference` (BatchNorm folded, channels_last
+on CPU) under ``torch.inference_mode``; the authors' model runs under ``torch.no_grad``.
+
 Examples::
 
     python scripts/benchmark.py --repeats 2
     python scripts/benchmark.py --dtype bfloat16 --channels-last --repeats 2
+    python scripts/benchmark.py --authors-code ../MSANet --threads 2 --repeats 5
 """
 
 from __future__ import annotations
@@ -20,16 +29,26 @@ import argparse
 import contextlib
 import ctypes
 import gc
+import importlib
+import math
 import resource
+import statistics
 import sys
 import time
+import types
+import zlib
 from collections.abc import Callable
 from pathlib import Path
+from unittest import mock
 
 import torch
+from torch import nn
 
+from msanet_lib.model.inference import prepare_for_inference
 from msanet_lib.model.msanet import MSANet, MSANetConfig
 from msanet_lib.runtime import set_tf32
+
+GOLDEN = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "authors_golden"
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -175,6 +194,124 @@ def run(args: argparse.Namespace) -> list[tuple[str, float, float]]:
     return rows
 
 
+# --------------------------------------------------------------------------- against the authors
+
+
+def shared_weights(keys: list[str], shapes: dict[str, torch.Size], vectors: dict) -> dict:
+    """The golden fixtures' weights (tests/fixtures/authors_golden/README.md) for ``keys``.
+
+    Entries with >= 2 dimensions come from a generator seeded with the crc32 of the key; the
+    BatchNorm statistics and biases are the fixture's calibrated ``vectors``.
+    """
+    state = {}
+    for key in keys:
+        if key in vectors:
+            state[key] = vectors[key].clone()
+            continue
+        gen = torch.Generator().manual_seed(zlib.crc32(key.encode("utf-8")))
+        u = torch.rand(shapes[key], generator=gen, dtype=torch.float64)
+        state[key] = ((2 * u - 1) * math.sqrt(6 / math.prod(shapes[key][1:]))).to(torch.float32)
+    return state
+
+
+def authors_model(code: Path, shots: int) -> nn.Module:
+    """The authors' ResNet-50 PASCAL MSANet, built from their unmodified ``model/`` folder.
+
+    Their constructor reads ImageNet and PSPNet weight files and their ``util.util`` imports
+    plotting and OpenCV packages that inference never uses: the imports get empty stand-ins and
+    the weight files the authors' own freshly built PSPNet state, to be overwritten by
+    :func:`shared_weights`.
+    """
+    if not (code / "model" / "MSANet.py").is_file():
+        raise SystemExit(f"--authors-code {code}: no model/MSANet.py there; pass a checkout of "
+                         "github.com/AIVResearch/MSANet")
+    sys.path.insert(0, str(code))
+    try:
+        importlib.import_module("cv2")
+    except ImportError:
+        sys.modules["cv2"] = types.ModuleType("cv2")  # imported, never called by the model
+    util = types.ModuleType("util.util")  # training helpers only (needs seaborn, scipy, ...)
+    util.get_train_val_set = None
+    sys.modules.setdefault("util.util", util)
+    authors_msanet = importlib.import_module("model.MSANet")
+    authors_pspnet = importlib.import_module("model.PSPNet")
+    args = types.SimpleNamespace(
+        layers=50, vgg=False, zoom_factor=8, shot=shots, data_set="pascal", split=0,
+        ignore_label=255, print_freq=10, low_fea="layer2", kshot_trans_dim=2)
+
+    def fake_load(path: object, *a: object, **k: object) -> dict:
+        if "PSPNet" in str(path):  # the stage-1 checkpoint: any state with the right keys
+            return {"state_dict": authors_pspnet.OneModel(args).state_dict()}
+        return {}  # ImageNet weights, loaded with strict=False
+
+    with mock.patch("torch.load", fake_load), contextlib.redirect_stdout(sys.stderr):
+        model = authors_msanet.OneModel(args)
+    return model.eval()
+
+
+def run_against_authors(args: argparse.Namespace) -> None:
+    """Interleaved eval-forward timing of the authors' model and ours; prints a table."""
+    torch.manual_seed(0)
+    shots, size = 1, args.size
+    theirs = authors_model(Path(args.authors_code).resolve(), shots)
+    fixture = torch.load(GOLDEN / "msanet_resnet50_1shot.pt")
+    shapes = {k: v.shape for k, v in theirs.state_dict().items()}
+    weights = shared_weights(fixture["state_dict_keys"], shapes, fixture["vectors"])
+    theirs.load_state_dict(weights)
+    ours = MSANet(MSANetConfig(backbone="resnet50", shots=shots, num_base_classes=16))
+    ours.load_state_dict(weights)
+    ours.eval()
+    ep = _episode(1, shots, size, torch.device("cpu"), channels_last=False)
+    x, s_x, s_y = ep["x"], ep["s_x"], ep["s_y"]
+    x_cl = x.contiguous(memory_format=torch.channels_last)
+    prepared = prepare_for_inference(ours, channels_last=True)
+
+    def authors_fp32() -> tuple:
+        with torch.no_grad():
+            return theirs(x, s_x, s_y, None, None)
+
+    def ours_plain() -> tuple:
+        with torch.no_grad():
+            return ours(x, s_x, s_y)
+
+    def ours_fp32() -> tuple:
+        with torch.inference_mode():
+            return prepared(x_cl, s_x, s_y)
+
+    def ours_bf16() -> tuple:
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+            return prepared(x_cl, s_x, s_y)
+
+    variants: dict[str, Callable[[], tuple]] = {
+        "authors, float32": authors_fp32,
+        "ours, float32, unprepared model (NCHW, BatchNorm)": ours_plain,
+        "ours, float32 (msanet-eval default)": ours_fp32,
+        "ours, bfloat16 autocast": ours_bf16,
+    }
+    outputs = {name: fn() for name, fn in variants.items()}  # also the warm-up
+    gold = outputs["authors, float32"]
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(args.repeats):
+        for name, fn in variants.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    ref = times["authors, float32"]
+    print(f"MSANet ResNet-50 eval forward, 1-shot, {size}x{size}, CPU, torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads; golden-fixture weights; {args.repeats} interleaved "
+          "rounds\n")
+    print("| model | median time (s) | ratio to authors (of medians) | ratio, median of rounds "
+          "| max abs diff of final_out / meta_out / base_out vs authors |")
+    print("|---|---:|---:|---:|---|")
+    for name, values in times.items():
+        med = statistics.median(values)
+        per_round = statistics.median(v / r for v, r in zip(values, ref))
+        diffs = " / ".join(f"{(o.float() - g).abs().max().item():.1e}"
+                           for o, g in zip(outputs[name], gold))
+        print(f"| {name} | {med:.3f} | {med / statistics.median(ref):.3f} | {per_round:.3f} "
+              f"| {diffs} |")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size", type=int, default=473, help="image side in pixels (473)")
@@ -184,12 +321,24 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=5, help="timed calls after one warm-up")
     parser.add_argument("--no-tf32", action="store_true",
                         help="CUDA: plain IEEE float32 matmul/conv (the training default is TF32)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU threads (default: torch's, usually one per core)")
+    parser.add_argument("--authors-code", default=None, metavar="PATH",
+                        help="a checkout of AIVResearch/MSANet: time its eval forward against ours "
+                             "(CPU, ResNet-50, 1-shot, interleaved; --repeats rounds)")
     args = parser.parse_args(argv)
     set_tf32(not args.no_tf32)
     if args.repeats < 1:
         parser.error("--repeats must be >= 1")
     if args.size < 33:
         parser.error("--size must be >= 33 (the backbone downsamples by 8)")
+    if args.threads is not None:
+        if args.threads < 1:
+            parser.error("--threads must be >= 1")
+        torch.set_num_threads(args.threads)
+    if args.authors_code is not None:
+        run_against_authors(args)
+        return
     rows = run(args)
     mem_kind = "CUDA max allocated" if args.device.startswith("cuda") else "peak RSS growth"
     print(

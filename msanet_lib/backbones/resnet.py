@@ -37,6 +37,9 @@ class Bottleneck(nn.Module):
     """
 
     expansion: ClassVar[int] = 4
+    # Each convolution's only reader is the BatchNorm after it: evaluation folds these pairs.
+    CONV_BN_PAIRS: ClassVar[tuple[tuple[str, str], ...]] = (
+        ("conv1", "bn1"), ("conv2", "bn2"), ("conv3", "bn3"))
 
     def __init__(
         self,
@@ -80,6 +83,7 @@ class BasicBlock(nn.Module):
     """
 
     expansion: ClassVar[int] = 1
+    CONV_BN_PAIRS: ClassVar[tuple[tuple[str, str], ...]] = (("conv1", "bn1"), ("conv2", "bn2"))
 
     def __init__(
         self,

@@ -5,7 +5,8 @@ For each seed (default the five of BAM/MSANet's ``test.py``: 510, 365, 382, 322,
 1. seed Python, NumPy and torch, then run ``episodes`` (default 1000) episodes whose queries
    walk the validation list **in order**, cycling when it is shorter (each PASCAL query is
    used 2-3 times; on COCO only the first 1000 images of the list ever act as queries);
-2. predict with the model in eval mode;
+2. predict with an evaluation copy of the model (eval mode, BatchNorm folded into the
+   convolutions, channels_last on CPU: :func:`msanet_lib.model.inference.prepare_for_inference`);
 3. resize the logits **to the original label resolution**: with ``L = max(h0, w0)`` of the
    query's original label, bilinearly (``align_corners=True``) to ``L x L``; the target is
    the original binary label in the top-left corner of an ``L x L`` canvas filled with 255
@@ -50,6 +51,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm import tqdm
 
 from msanet_lib.evaluation.metrics import FewShotIoU, MultiClassIoU
+from msanet_lib.model.inference import prepare_for_inference
 from msanet_lib.runtime import IGNORE_LABEL, autocast, seed_all
 
 SEEDS: tuple[int, ...] = (510, 365, 382, 322, 988)
@@ -309,7 +311,8 @@ def evaluate(
     device: str | torch.device | None = None,
     amp: str | None = None,
     *,
-    channels_last: bool = False,
+    channels_last: bool | None = None,
+    fold_bn: bool = True,
     batch_size: int = 1,
     num_workers: int = 0,
     class_ids: Sequence[int] | None = None,
@@ -328,7 +331,12 @@ def evaluate(
         seeds: one full evaluation per seed.
         device: where to run (default: the model's device).
         amp: ``None`` or ``"bf16"`` (autocast; the metrics stay in float32).
-        channels_last: convert the model and query images to channels_last.
+        channels_last: run a channels_last copy of the model on channels_last query images;
+            ``None`` (default) = on CPU only, where it is measured faster
+            (``scripts/benchmark.py``).
+        fold_bn: run a copy with every frozen BatchNorm folded into its convolution
+            (:func:`msanet_lib.model.inference.prepare_for_inference`); same outputs up to
+            float rounding. The model passed in is never modified either way.
         batch_size: episodes per forward pass; results do not depend on it.
         class_ids: the fold's novel class ids in ``class_index`` order (default: read from
             the dataset's ``novel_classes``/``class_ids`` attribute).
@@ -347,10 +355,11 @@ def evaluate(
         first = next(model.parameters(), None)
         device = first.device if first is not None else torch.device("cpu")
     device = torch.device(device)
-    was_training = model.training
-    model = model.to(device).eval()
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
+    if channels_last is None:
+        channels_last = device.type == "cpu"
+    # A prepared copy: the caller's model (often the one being trained) keeps its weights,
+    # memory format, device and mode.
+    model = prepare_for_inference(model, fold_bn=fold_bn, channels_last=channels_last).to(device)
     results = []
     # Datasets with per-episode generators (FewShotDataset: rng from (seed, epoch, index))
     # take the seed and the episode count as attributes; they are restored afterwards.
@@ -364,14 +373,14 @@ def evaluate(
     finally:
         for key, value in saved.items():
             setattr(dataset, key, value)
-        model.train(was_training)  # validation during training hands the model back as it was
     return EvalResult(
         seeds=results,
         episodes=episodes,
         fold=getattr(dataset, "fold", None),
         shots=getattr(dataset, "shots", None),
         benchmark=getattr(dataset, "benchmark", None),
-        info={"device": str(device), "amp": amp, "batch_size": batch_size},
+        info={"device": str(device), "amp": amp, "batch_size": batch_size,
+              "channels_last": channels_last, "fold_bn": fold_bn},
     )
 
 
