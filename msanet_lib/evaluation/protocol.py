@@ -6,7 +6,8 @@ For each seed (default the five of BAM/MSANet's ``test.py``: 510, 365, 382, 322,
    walk the validation list **in order**, cycling when it is shorter (each PASCAL query is
    used 2-3 times; on COCO only the first 1000 images of the list ever act as queries);
 2. predict with an evaluation copy of the model (eval mode, BatchNorm folded into the
-   convolutions, channels_last on CPU: :func:`msanet_lib.model.inference.prepare_for_inference`);
+   convolutions, factorised base learner, channels_last on CPU; the same function up to float
+   rounding: :func:`msanet_lib.model.inference.prepare_for_inference`);
 3. resize the logits **to the original label resolution**: with ``L = max(h0, w0)`` of the
    query's original label, bilinearly (``align_corners=True``) to ``L x L``; the target is
    the original binary label in the top-left corner of an ``L x L`` canvas filled with 255
@@ -313,6 +314,7 @@ def evaluate(
     *,
     channels_last: bool | None = None,
     fold_bn: bool = True,
+    factorise_base_learner: bool = True,
     batch_size: int = 1,
     num_workers: int = 0,
     class_ids: Sequence[int] | None = None,
@@ -337,6 +339,9 @@ def evaluate(
         fold_bn: run a copy with every frozen BatchNorm folded into its convolution
             (:func:`msanet_lib.model.inference.prepare_for_inference`); same outputs up to
             float rounding. The model passed in is never modified either way.
+        factorise_base_learner: in that copy, run the base learner's first convolution on the
+            pooled PPM branches before upsampling them (half its cost, same outputs up to
+            float rounding; :class:`~msanet_lib.modules.base_learner.FactorisedBaseLearner`).
         batch_size: episodes per forward pass; results do not depend on it.
         class_ids: the fold's novel class ids in ``class_index`` order (default: read from
             the dataset's ``novel_classes``/``class_ids`` attribute).
@@ -359,7 +364,8 @@ def evaluate(
         channels_last = device.type == "cpu"
     # A prepared copy: the caller's model (often the one being trained) keeps its weights,
     # memory format, device and mode.
-    model = prepare_for_inference(model, fold_bn=fold_bn, channels_last=channels_last).to(device)
+    model = prepare_for_inference(model, fold_bn=fold_bn, channels_last=channels_last,
+                                  factorise_base_learner=factorise_base_learner).to(device)
     results = []
     # Datasets with per-episode generators (FewShotDataset: rng from (seed, epoch, index))
     # take the seed and the episode count as attributes; they are restored afterwards.
@@ -380,7 +386,8 @@ def evaluate(
         shots=getattr(dataset, "shots", None),
         benchmark=getattr(dataset, "benchmark", None),
         info={"device": str(device), "amp": amp, "batch_size": batch_size,
-              "channels_last": channels_last, "fold_bn": fold_bn},
+              "channels_last": channels_last, "fold_bn": fold_bn,
+              "factorise_base_learner": factorise_base_learner},
     )
 
 

@@ -1,4 +1,4 @@
-"""Evaluation-time preparation of a trained model: BatchNorm folding and memory layout.
+"""Evaluation-time preparation of a trained model: BatchNorm folding, a cheaper base learner, layout.
 
 In evaluation every BatchNorm is a fixed per-channel affine map ``y = a * x + b`` with
 ``a = gamma / sqrt(running_var + eps)`` and ``b = beta - a * running_mean``. When it directly
@@ -7,8 +7,10 @@ follows a convolution whose output nothing else reads, it can be folded into tha
 every backbone feature map. The outputs are the same function; only float rounding differs.
 
 :func:`prepare_for_inference` returns such a folded copy (the trained model is never changed),
-optionally in ``channels_last`` memory format. ``msanet_lib.evaluation.evaluate`` and
-``msanet-eval`` use it by default.
+with the base learner's largest convolution factorised (half its multiply-adds, see
+:class:`~msanet_lib.modules.base_learner.FactorisedBaseLearner`), optionally in
+``channels_last`` memory format. ``msanet_lib.evaluation.evaluate`` and ``msanet-eval`` use it
+by default.
 
 Which (convolution, BatchNorm) pairs are folded:
 
@@ -30,6 +32,7 @@ from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_weights
 
 from msanet_lib.backbones.base import Backbone
+from msanet_lib.modules.base_learner import BaseLearner, FactorisedBaseLearner
 from msanet_lib.runtime import unwrap_model
 
 
@@ -115,8 +118,24 @@ def fold_batch_norms(model: nn.Module, keep: Iterable[str] | None = None) -> int
     return len(pairs)
 
 
+def factorise_base_learners(model: nn.Module) -> int:
+    """Replace every :class:`BaseLearner` in ``model`` by a :class:`FactorisedBaseLearner`, IN PLACE.
+
+    Same function, half the multiply-adds of the base learner (see
+    :class:`~msanet_lib.modules.base_learner.FactorisedBaseLearner`). Returns how many.
+    """
+    names = [name for name, m in model.named_modules() if isinstance(m, BaseLearner) and name]
+    for name in names:
+        model.set_submodule(name, FactorisedBaseLearner(model.get_submodule(name)))
+    return len(names)
+
+
 def prepare_for_inference(
-    model: nn.Module, *, fold_bn: bool = True, channels_last: bool = False
+    model: nn.Module,
+    *,
+    fold_bn: bool = True,
+    factorise_base_learner: bool = True,
+    channels_last: bool = False,
 ) -> nn.Module:
     """An evaluation copy of ``model``: eval mode, no gradients, BatchNorms folded.
 
@@ -124,8 +143,10 @@ def prepare_for_inference(
         model: a trained model (MSANet, PSPNet, a backbone or any module; DDP and
             ``torch.compile`` wrappers are looked through). It is not modified.
         fold_bn: fold every foldable BatchNorm into its convolution (:func:`fold_batch_norms`).
+        factorise_base_learner: run the base learner's first convolution on the pooled PPM
+            branches before their upsampling (:func:`factorise_base_learners`).
         channels_last: store the copy's 4-D weights in ``channels_last`` memory format (faster
-            convolutions on CPU; give it channels_last inputs too).
+            convolutions on CPU with more than one thread; give it channels_last inputs too).
 
     Returns:
         A deep copy in eval mode with ``requires_grad=False`` everywhere. Its outputs equal
@@ -135,6 +156,8 @@ def prepare_for_inference(
     prepared = copy.deepcopy(unwrap_model(model)).eval().requires_grad_(False)
     if fold_bn:
         fold_batch_norms(prepared)
+    if factorise_base_learner:
+        factorise_base_learners(prepared)
     if channels_last:
         prepared = prepared.to(memory_format=torch.channels_last)
     return prepared

@@ -9,6 +9,7 @@ from torch import nn
 from msanet_lib.backbones import build_backbone
 from msanet_lib.model.inference import conv_bn_pairs, fold_batch_norms, prepare_for_inference
 from msanet_lib.model.msanet import MSANet, MSANetConfig
+from msanet_lib.modules.base_learner import BaseLearner, FactorisedBaseLearner
 
 
 def _batch_norms(model: nn.Module) -> int:
@@ -99,3 +100,23 @@ def test_vgg_keeps_the_batchnorms_after_its_feature_convolutions() -> None:
 def test_fold_batch_norms_needs_eval_mode() -> None:
     with pytest.raises(ValueError, match="eval mode"):
         fold_batch_norms(build_backbone("resnet_toy").train())
+
+
+@pytest.mark.parametrize("size", [(7, 7), (9, 13)])
+def test_factorised_base_learner_is_the_same_function(size: tuple[int, int]) -> None:
+    torch.manual_seed(0)
+    learner = BaseLearner(64, 5, hidden=8).eval()
+    _randomise_statistics(learner)
+    x = torch.randn(2, 64, *size).relu()
+    factorised = FactorisedBaseLearner(learner)
+    with torch.no_grad():
+        torch.testing.assert_close(factorised.double()(x.double()), learner.double()(x.double()),
+                                   atol=1e-12, rtol=0)
+    prepared = prepare_for_inference(_toy_msanet())
+    assert isinstance(prepared.learner_base, FactorisedBaseLearner)
+    assert not isinstance(prepare_for_inference(_toy_msanet(), factorise_base_learner=False)
+                          .learner_base, FactorisedBaseLearner)
+    with pytest.raises(ValueError, match="3x3"):
+        FactorisedBaseLearner(BaseLearner(64, 5, hidden=8).requires_grad_(False)
+                              .apply(lambda m: setattr(m, "padding", (2, 2))
+                                     if isinstance(m, nn.Conv2d) else None))
