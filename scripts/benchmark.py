@@ -1,7 +1,9 @@
 """Time MSANet (randomly initialised ResNet-50) and print a markdown table.
 
 Measures, at ``--size`` pixels:
-- eval forward per 1-shot and 5-shot episode (batch 1, no_grad);
+- eval forward per 1-shot and 5-shot episode (batch 1, inference_mode), of the evaluation copy
+  that msanet-eval runs (:func:`~msanet_lib.model.inference.prepare_for_inference`; the model
+  as trained with ``--unprepared``);
 - train step = forward + backward of the trainable part + an SGD step, for a batch of 1 and 2
   1-shot episodes;
 - peak memory of each measurement: CUDA ``max_memory_allocated`` on a GPU; on CPU the growth of
@@ -12,9 +14,10 @@ With ``--authors-code PATH`` (a checkout of github.com/AIVResearch/MSANet, kept 
 project) it instead times the eval forward of the authors' ResNet-50 MSANet against ours,
 interleaved in one process (authors, ours, authors, ours, ...), on the same weights (the
 deterministic recipe of tests/fixtures/authors_golden/README.md) and the same 1-shot episode, and
-prints the median time of each and its ratio to the authors'. Ours runs as ``msanet-eval``
-does: :func:`~msanet_lib.model.inference.prepare_for_inference` (BatchNorm folded, channels_last
-on CPU) under ``torch.inference_mode``; the authors' model runs under ``torch.no_grad``.
+prints the median time of each and its ratio to the authors'. Ours runs as trained and as the
+evaluation copy that ``msanet-eval`` runs (:func:`~msanet_lib.model.inference.prepare_for_inference`:
+BatchNorm folded, factorised base learner, channels_last on CPU) under ``torch.inference_mode``;
+the authors' model runs under ``torch.no_grad`` (their test.py keeps autograd on).
 
 Examples::
 
@@ -167,10 +170,14 @@ def run(args: argparse.Namespace) -> list[tuple[str, float, float]]:
     rows = []
     for shots in (1, 5):
         model = _build(shots, device, args.channels_last).eval()
+        if not args.unprepared:  # what msanet-eval runs
+            model = prepare_for_inference(
+                model, channels_last=args.channels_last,
+                autocast_dtype=None if dtype == torch.float32 else dtype)
         ep = _episode(1, shots, args.size, device, args.channels_last)
 
         def eval_step(model: MSANet = model, ep: dict = ep) -> None:
-            with torch.no_grad(), autocast():
+            with torch.inference_mode(), autocast():
                 model(ep["x"], ep["s_x"], ep["s_y"])
 
         sec, mib = _time(eval_step, args.repeats, device)
@@ -266,6 +273,8 @@ def run_against_authors(args: argparse.Namespace) -> None:
     x, s_x, s_y = ep["x"], ep["s_x"], ep["s_y"]
     x_cl = x.contiguous(memory_format=torch.channels_last)
     prepared = prepare_for_inference(ours, channels_last=True)
+    prepared_nchw = prepare_for_inference(ours)
+    prepared_bf16 = prepare_for_inference(ours, channels_last=True, autocast_dtype=torch.bfloat16)
 
     def authors_fp32() -> tuple:
         with torch.no_grad():
@@ -281,13 +290,19 @@ def run_against_authors(args: argparse.Namespace) -> None:
 
     def ours_bf16() -> tuple:
         with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
-            return prepared(x_cl, s_x, s_y)
+            return prepared_bf16(x_cl, s_x, s_y)
+
+    def ours_fp32_nchw() -> tuple:
+        with torch.inference_mode():
+            return prepared_nchw(x, s_x, s_y)
 
     variants: dict[str, Callable[[], tuple]] = {
         "authors, float32": authors_fp32,
-        "ours, float32, unprepared model (NCHW, BatchNorm)": ours_plain,
-        "ours, float32 (msanet-eval default)": ours_fp32,
-        "ours, bfloat16 autocast": ours_bf16,
+        "ours, float32, model as trained": ours_plain,
+        "ours, float32, evaluation copy, NCHW": ours_fp32_nchw,
+        "ours, float32, evaluation copy, channels_last (msanet-eval)": ours_fp32,
+        "ours, bfloat16 autocast, evaluation copy, channels_last (msanet-eval --amp bf16)":
+            ours_bf16,
     }
     outputs = {name: fn() for name, fn in variants.items()}  # also the warm-up
     with torch.no_grad():  # the exact function, to put the float32 differences in scale
@@ -331,6 +346,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=5, help="timed calls after one warm-up")
     parser.add_argument("--no-tf32", action="store_true",
                         help="CUDA: plain IEEE float32 matmul/conv (the training default is TF32)")
+    parser.add_argument("--unprepared", action="store_true",
+                        help="eval rows: the model as trained, not the evaluation copy "
+                             "(BatchNorm folded, factorised base learner)")
     parser.add_argument("--threads", type=int, default=None,
                         help="CPU threads (default: torch's, usually one per core)")
     parser.add_argument("--authors-code", default=None, metavar="PATH",

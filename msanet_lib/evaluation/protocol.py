@@ -53,7 +53,7 @@ from tqdm import tqdm
 
 from msanet_lib.evaluation.metrics import FewShotIoU, MultiClassIoU
 from msanet_lib.model.inference import prepare_for_inference
-from msanet_lib.runtime import IGNORE_LABEL, autocast, seed_all
+from msanet_lib.runtime import AMP_DTYPES, IGNORE_LABEL, autocast, seed_all
 
 SEEDS: tuple[int, ...] = (510, 365, 382, 322, 988)
 """``np.random.randint(0, 1000, 5)`` after ``seed(123)``: the seeds of BAM/MSANet test.py."""
@@ -332,7 +332,9 @@ def evaluate(
         episodes: episodes per seed (1000 in the paper).
         seeds: one full evaluation per seed.
         device: where to run (default: the model's device).
-        amp: ``None`` or ``"bf16"`` (autocast; the metrics stay in float32).
+        amp: ``None`` or ``"bf16"`` (autocast; the metrics stay in float32). The evaluation
+            copy then stores its convolution weights in that dtype (autocast would cast them
+            at every call).
         channels_last: run a channels_last copy of the model on channels_last query images;
             ``None`` (default) = on CPU only, where it is measured faster
             (``scripts/benchmark.py``).
@@ -364,8 +366,11 @@ def evaluate(
         channels_last = device.type == "cpu"
     # A prepared copy: the caller's model (often the one being trained) keeps its weights,
     # memory format, device and mode.
-    model = prepare_for_inference(model, fold_bn=fold_bn, channels_last=channels_last,
-                                  factorise_base_learner=factorise_base_learner).to(device)
+    autocast(device, amp)  # checks ``amp`` before any work
+    model = prepare_for_inference(
+        model, fold_bn=fold_bn, channels_last=channels_last,
+        factorise_base_learner=factorise_base_learner,
+        autocast_dtype=None if amp in (None, "none") else AMP_DTYPES[amp]).to(device)
     results = []
     # Datasets with per-episode generators (FewShotDataset: rng from (seed, epoch, index))
     # take the seed and the episode count as attributes; they are restored afterwards.

@@ -136,6 +136,7 @@ def prepare_for_inference(
     fold_bn: bool = True,
     factorise_base_learner: bool = True,
     channels_last: bool = False,
+    autocast_dtype: torch.dtype | None = None,
 ) -> nn.Module:
     """An evaluation copy of ``model``: eval mode, no gradients, BatchNorms folded.
 
@@ -146,7 +147,12 @@ def prepare_for_inference(
         factorise_base_learner: run the base learner's first convolution on the pooled PPM
             branches before their upsampling (:func:`factorise_base_learners`).
         channels_last: store the copy's 4-D weights in ``channels_last`` memory format (faster
-            convolutions on CPU with more than one thread; give it channels_last inputs too).
+            convolutions on CPU; give it channels_last inputs too).
+        autocast_dtype: the copy will only run under ``torch.autocast`` with this dtype
+            (bfloat16, float16): store the convolution weights and biases in it already.
+            Autocast rounds them to that dtype at every call anyway, so the outputs are the
+            same and each forward saves a cast of every weight. Without autocast such a copy
+            fails (float32 inputs, low-precision weights).
 
     Returns:
         A deep copy in eval mode with ``requires_grad=False`` everywhere. Its outputs equal
@@ -158,6 +164,10 @@ def prepare_for_inference(
         fold_batch_norms(prepared)
     if factorise_base_learner:
         factorise_base_learners(prepared)
+    if autocast_dtype is not None:
+        for module in prepared.modules():
+            if isinstance(module, nn.Conv2d):  # autocast runs every conv in autocast_dtype
+                module.to(autocast_dtype)
     if channels_last:
         prepared = prepared.to(memory_format=torch.channels_last)
     return prepared

@@ -120,3 +120,16 @@ def test_factorised_base_learner_is_the_same_function(size: tuple[int, int]) -> 
         FactorisedBaseLearner(BaseLearner(64, 5, hidden=8).requires_grad_(False)
                               .apply(lambda m: setattr(m, "padding", (2, 2))
                                      if isinstance(m, nn.Conv2d) else None))
+
+
+def test_weights_stored_in_the_autocast_dtype_give_the_same_outputs() -> None:
+    model = _toy_msanet().eval()
+    x, s_x, s_y = _episode(2)
+    as_float = prepare_for_inference(model, channels_last=True)
+    as_bf16 = prepare_for_inference(model, channels_last=True, autocast_dtype=torch.bfloat16)
+    assert as_bf16.layer1[0].conv1.weight.dtype == torch.bfloat16
+    x = x.contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        ref, out = as_float(x, s_x, s_y), as_bf16(x, s_x, s_y)
+    for a, b in zip(out, ref):
+        torch.testing.assert_close(a, b, atol=0, rtol=0)
