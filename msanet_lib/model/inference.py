@@ -100,14 +100,13 @@ def fold_batch_norms(model: nn.Module, keep: Iterable[str] | None = None) -> int
         raise ValueError("fold_batch_norms needs a model in eval mode: call model.eval() first.")
     if keep is None:
         keep = convs_read_before_norm(model)
+    def wide(t: torch.Tensor | None) -> torch.Tensor | None:
+        return None if t is None else t.double()
+
     pairs = conv_bn_pairs(model, keep)
     for conv_name, bn_name in pairs:
         conv, bn = model.get_submodule(conv_name), model.get_submodule(bn_name)
         dtype = conv.weight.dtype
-
-        def wide(t: torch.Tensor | None) -> torch.Tensor | None:
-            return None if t is None else t.double()
-
         # In float64, so the fold adds only the final rounding to float32.
         weight, bias = fuse_conv_bn_weights(
             conv.weight.double(), wide(conv.bias), bn.running_mean.double(),
