@@ -1,35 +1,58 @@
 """Time MSANet (randomly initialised ResNet-50) and print a markdown table.
 
 Measures, at ``--size`` pixels:
-- eval forward per 1-shot and 5-shot episode (batch 1, no_grad);
+- eval forward per 1-shot and 5-shot episode (batch 1, inference_mode), of the evaluation copy
+  that msanet-eval runs (:func:`~msanet_lib.model.inference.prepare_for_inference`; the model
+  as trained with ``--unprepared``);
 - train step = forward + backward of the trainable part + an SGD step, for a batch of 1 and 2
   1-shot episodes;
 - peak memory of each measurement: CUDA ``max_memory_allocated`` on a GPU; on CPU the growth of
   the process's peak resident set (Linux ``VmHWM``, reset through ``/proc/self/clear_refs``;
   elsewhere the growth of ``ru_maxrss``, which can only report new peaks).
 
+With ``--authors-code PATH`` (a checkout of github.com/AIVResearch/MSANet, kept outside this
+project) it instead times the eval forward of the authors' ResNet-50 MSANet against ours,
+interleaved in one process (authors, ours, authors, ours, ...), on the same weights (the
+deterministic recipe of tests/fixtures/authors_golden/README.md) and the same 1-shot episode, and
+prints the median time of each and its ratio to the authors'. Ours runs as trained and as the
+evaluation copy that ``msanet-eval`` runs (:func:`~msanet_lib.model.inference.prepare_for_inference`:
+BatchNorm folded, factorised base learner, channels_last on CPU) under ``torch.inference_mode``;
+the authors' model runs under ``torch.no_grad`` (their test.py keeps autograd on).
+
 Examples::
 
     python scripts/benchmark.py --repeats 2
     python scripts/benchmark.py --dtype bfloat16 --channels-last --repeats 2
+    python scripts/benchmark.py --authors-code ../MSANet --threads 2 --repeats 5
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import ctypes
 import gc
+import importlib
+import math
 import resource
+import statistics
 import sys
 import time
+import types
+import zlib
 from collections.abc import Callable
 from pathlib import Path
+from unittest import mock
 
 import torch
+from torch import nn
 
+from msanet_lib.model.inference import prepare_for_inference
 from msanet_lib.model.msanet import MSANet, MSANetConfig
 from msanet_lib.runtime import set_tf32
+
+GOLDEN = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "authors_golden"
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -147,10 +170,14 @@ def run(args: argparse.Namespace) -> list[tuple[str, float, float]]:
     rows = []
     for shots in (1, 5):
         model = _build(shots, device, args.channels_last).eval()
+        if not args.unprepared:  # what msanet-eval runs
+            model = prepare_for_inference(
+                model, channels_last=args.channels_last,
+                autocast_dtype=None if dtype == torch.float32 else dtype)
         ep = _episode(1, shots, args.size, device, args.channels_last)
 
         def eval_step(model: MSANet = model, ep: dict = ep) -> None:
-            with torch.no_grad(), autocast():
+            with torch.inference_mode(), autocast():
                 model(ep["x"], ep["s_x"], ep["s_y"])
 
         sec, mib = _time(eval_step, args.repeats, device)
@@ -175,6 +202,141 @@ def run(args: argparse.Namespace) -> list[tuple[str, float, float]]:
     return rows
 
 
+# --------------------------------------------------------------------------- against the authors
+
+
+def shared_weights(keys: list[str], shapes: dict[str, torch.Size], vectors: dict) -> dict:
+    """The golden fixtures' weights (tests/fixtures/authors_golden/README.md) for ``keys``.
+
+    Entries with >= 2 dimensions come from a generator seeded with the crc32 of the key; the
+    BatchNorm statistics and biases are the fixture's calibrated ``vectors``.
+    """
+    state = {}
+    for key in keys:
+        if key in vectors:
+            state[key] = vectors[key].clone()
+            continue
+        gen = torch.Generator().manual_seed(zlib.crc32(key.encode("utf-8")))
+        u = torch.rand(shapes[key], generator=gen, dtype=torch.float64)
+        state[key] = ((2 * u - 1) * math.sqrt(6 / math.prod(shapes[key][1:]))).to(torch.float32)
+    return state
+
+
+def authors_model(code: Path, shots: int) -> nn.Module:
+    """The authors' ResNet-50 PASCAL MSANet, built from their unmodified ``model/`` folder.
+
+    Their constructor reads ImageNet and PSPNet weight files and their ``util.util`` imports
+    plotting and OpenCV packages that inference never uses: the imports get empty stand-ins and
+    the weight files the authors' own freshly built PSPNet state, to be overwritten by
+    :func:`shared_weights`.
+    """
+    if not (code / "model" / "MSANet.py").is_file():
+        raise SystemExit(f"--authors-code {code}: no model/MSANet.py there; pass a checkout of "
+                         "github.com/AIVResearch/MSANet")
+    sys.path.insert(0, str(code))
+    try:
+        importlib.import_module("cv2")
+    except ImportError:
+        sys.modules["cv2"] = types.ModuleType("cv2")  # imported, never called by the model
+    util = types.ModuleType("util.util")  # training helpers only (needs seaborn, scipy, ...)
+    util.get_train_val_set = None
+    sys.modules.setdefault("util.util", util)
+    authors_msanet = importlib.import_module("model.MSANet")
+    authors_pspnet = importlib.import_module("model.PSPNet")
+    args = types.SimpleNamespace(
+        layers=50, vgg=False, zoom_factor=8, shot=shots, data_set="pascal", split=0,
+        ignore_label=255, print_freq=10, low_fea="layer2", kshot_trans_dim=2)
+
+    def fake_load(path: object, *a: object, **k: object) -> dict:
+        if "PSPNet" in str(path):  # the stage-1 checkpoint: any state with the right keys
+            return {"state_dict": authors_pspnet.OneModel(args).state_dict()}
+        return {}  # ImageNet weights, loaded with strict=False
+
+    with mock.patch("torch.load", fake_load), contextlib.redirect_stdout(sys.stderr):
+        model = authors_msanet.OneModel(args)
+    return model.eval()
+
+
+def run_against_authors(args: argparse.Namespace) -> None:
+    """Interleaved eval-forward timing of the authors' model and ours; prints a table."""
+    torch.manual_seed(0)
+    shots, size = 1, args.size
+    theirs = authors_model(Path(args.authors_code).resolve(), shots)
+    fixture = torch.load(GOLDEN / "msanet_resnet50_1shot.pt")
+    shapes = {k: v.shape for k, v in theirs.state_dict().items()}
+    weights = shared_weights(fixture["state_dict_keys"], shapes, fixture["vectors"])
+    theirs.load_state_dict(weights)
+    ours = MSANet(MSANetConfig(backbone="resnet50", shots=shots, num_base_classes=16))
+    ours.load_state_dict(weights)
+    ours.eval()
+    ep = _episode(1, shots, size, torch.device("cpu"), channels_last=False)
+    x, s_x, s_y = ep["x"], ep["s_x"], ep["s_y"]
+    x_cl = x.contiguous(memory_format=torch.channels_last)
+    prepared = prepare_for_inference(ours, channels_last=True)
+    prepared_nchw = prepare_for_inference(ours)
+    prepared_bf16 = prepare_for_inference(ours, channels_last=True, autocast_dtype=torch.bfloat16)
+
+    def authors_fp32() -> tuple:
+        with torch.no_grad():
+            return theirs(x, s_x, s_y, None, None)
+
+    def ours_plain() -> tuple:
+        with torch.no_grad():
+            return ours(x, s_x, s_y)
+
+    def ours_fp32() -> tuple:
+        with torch.inference_mode():
+            return prepared(x_cl, s_x, s_y)
+
+    def ours_bf16() -> tuple:
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+            return prepared_bf16(x_cl, s_x, s_y)
+
+    def ours_fp32_nchw() -> tuple:
+        with torch.inference_mode():
+            return prepared_nchw(x, s_x, s_y)
+
+    variants: dict[str, Callable[[], tuple]] = {
+        "authors, float32": authors_fp32,
+        "ours, float32, model as trained": ours_plain,
+        "ours, float32, evaluation copy, NCHW": ours_fp32_nchw,
+        "ours, float32, evaluation copy, channels_last (msanet-eval)": ours_fp32,
+        "ours, bfloat16 autocast, evaluation copy, channels_last (msanet-eval --amp bf16)":
+            ours_bf16,
+    }
+    outputs = {name: fn() for name, fn in variants.items()}  # also the warm-up
+    with torch.no_grad():  # the exact function, to put the float32 differences in scale
+        exact = copy.deepcopy(theirs).double()(x.double(), s_x.double(), s_y, None, None)
+    wall: dict[str, list[float]] = {name: [] for name in variants}
+    cpu: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(args.repeats):
+        for name, fn in variants.items():
+            start, start_cpu = time.perf_counter(), time.process_time()
+            fn()
+            wall[name].append(time.perf_counter() - start)
+            cpu[name].append(time.process_time() - start_cpu)
+    print(f"MSANet ResNet-50 eval forward, 1-shot, {size}x{size}, CPU, torch {torch.__version__}, "
+          f"{torch.get_num_threads()} thread(s); golden-fixture weights; medians of "
+          f"{args.repeats} interleaved rounds. Ratios are to the authors' float32 time; 'per "
+          "round' is the median of the per-round ratios; CPU = process CPU time (robust to other "
+          "load with one thread).\n")
+    print("| model | wall (s) | ratio | ratio per round | CPU (s) | CPU ratio | max abs diff of "
+          "final / meta / base out vs the authors' float64 |")
+    print("|---|---:|---:|---:|---:|---:|---|")
+    for name in variants:
+        ratios = []
+        for times in (wall, cpu):
+            ref = times["authors, float32"]
+            ratios.append((statistics.median(times[name]),
+                           statistics.median(times[name]) / statistics.median(ref),
+                           statistics.median(v / r for v, r in zip(times[name], ref))))
+        (w, w_ratio, w_round), (c, c_ratio, _) = ratios
+        diffs = " / ".join(f"{(o.double() - g).abs().max().item():.1e}"
+                           for o, g in zip(outputs[name], exact))
+        print(f"| {name} | {w:.2f} | {w_ratio:.3f} | {w_round:.3f} | {c:.2f} | {c_ratio:.3f} "
+              f"| {diffs} |")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size", type=int, default=473, help="image side in pixels (473)")
@@ -184,12 +346,27 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=5, help="timed calls after one warm-up")
     parser.add_argument("--no-tf32", action="store_true",
                         help="CUDA: plain IEEE float32 matmul/conv (the training default is TF32)")
+    parser.add_argument("--unprepared", action="store_true",
+                        help="eval rows: the model as trained, not the evaluation copy "
+                             "(BatchNorm folded, factorised base learner)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU threads (default: torch's, usually one per core)")
+    parser.add_argument("--authors-code", default=None, metavar="PATH",
+                        help="a checkout of AIVResearch/MSANet: time its eval forward against ours "
+                             "(CPU, ResNet-50, 1-shot, interleaved; --repeats rounds)")
     args = parser.parse_args(argv)
     set_tf32(not args.no_tf32)
     if args.repeats < 1:
         parser.error("--repeats must be >= 1")
     if args.size < 33:
         parser.error("--size must be >= 33 (the backbone downsamples by 8)")
+    if args.threads is not None:
+        if args.threads < 1:
+            parser.error("--threads must be >= 1")
+        torch.set_num_threads(args.threads)
+    if args.authors_code is not None:
+        run_against_authors(args)
+        return
     rows = run(args)
     mem_kind = "CUDA max allocated" if args.device.startswith("cuda") else "peak RSS growth"
     print(

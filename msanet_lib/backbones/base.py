@@ -53,6 +53,15 @@ class Backbone(nn.Module, ABC):
         """The five stage modules ``[layer0, .., layer4]`` in order."""
         return [self.layer0, self.layer1, self.layer2, self.layer3, self.layer4]
 
+    def convs_read_before_norm(self) -> tuple[str, ...]:
+        """Names (``layer3.0``, ...) of the convolutions whose output before BatchNorm is a feature.
+
+        Folding the BatchNorm into such a convolution would change that feature, so
+        :func:`msanet_lib.model.inference.prepare_for_inference` leaves them as they are. The
+        names are the same on the backbone and on a model sharing its stages.
+        """
+        return ()
+
     @abstractmethod
     def forward(self, x: Tensor) -> BackboneOutput:
         """Run the image ``x`` (B, 3, H, W) through all stages once.

@@ -37,6 +37,9 @@ class Bottleneck(nn.Module):
     """
 
     expansion: ClassVar[int] = 4
+    # Each convolution's only reader is the BatchNorm after it: evaluation folds these pairs.
+    CONV_BN_PAIRS: ClassVar[tuple[tuple[str, str], ...]] = (
+        ("conv1", "bn1"), ("conv2", "bn2"), ("conv3", "bn3"))
 
     def __init__(
         self,
@@ -64,7 +67,11 @@ class Bottleneck(nn.Module):
         out = self.relu(self.bn2(self.conv2(out)))
         out = self.bn3(self.conv3(out))
         shortcut = x if self.downsample is None else self.downsample(x)
-        return out + shortcut
+        # In place: ``out`` is a fresh tensor that autograd does not save (convolution and
+        # BatchNorm backward read their inputs), and a new (B, 4*planes, h, w) buffer costs a
+        # round of page faults on CPU: float32 add 14 ms -> 4 ms at (2, 1024, 60, 60).
+        out += shortcut
+        return out
 
     def forward(self, x: Tensor) -> Tensor:
         """Standard block output ``relu(forward_pre_activation(x))``."""
@@ -80,6 +87,7 @@ class BasicBlock(nn.Module):
     """
 
     expansion: ClassVar[int] = 1
+    CONV_BN_PAIRS: ClassVar[tuple[tuple[str, str], ...]] = (("conv1", "bn1"), ("conv2", "bn2"))
 
     def __init__(
         self,
@@ -104,7 +112,8 @@ class BasicBlock(nn.Module):
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
         shortcut = x if self.downsample is None else self.downsample(x)
-        return out + shortcut
+        out += shortcut  # in place, as in Bottleneck
+        return out
 
     def forward(self, x: Tensor) -> Tensor:
         """Standard block output ``relu(forward_pre_activation(x))``."""

@@ -85,6 +85,10 @@ class VGGBackbone(Backbone):
         feats.append(feat)
         return BackboneOutput(layers, feats)
 
+    def convs_read_before_norm(self) -> tuple[str, ...]:
+        """The six convolutions of layer3 and layer4 whose pre-BN outputs are ``feats``."""
+        return tuple(f"layer{stage}.{i}" for stage in (3, 4) for i in VGG_FEAT_CONV_INDICES)
+
 
 def _init_weights(model: nn.Module) -> None:
     """The authors' init: Kaiming-normal (fan_out, ReLU) convs with zero bias, BN 1/0."""

@@ -197,7 +197,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         "(also MSANET_FAST=1)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
     p.add_argument("--amp", default=None, choices=("bf16", "fp16"), help="autocast dtype")
-    p.add_argument("--channels-last", action="store_true")
+    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                   help="channels_last memory format (default: on for CPU, where it is faster)")
+    p.add_argument("--no-fold-bn", dest="fold_bn", action="store_false",
+                   help="keep BatchNorm separate instead of folding it into the convolutions "
+                        "(same results up to float rounding, slower)")
+    p.add_argument("--no-factorise-base-learner", dest="factorise_base_learner",
+                   action="store_false",
+                   help="run the base learner's first convolution on the upsampled PPM branches "
+                        "as written (same results up to float rounding, slower)")
     p.add_argument("--batch-size", type=int, default=1, help="episodes per forward pass")
     p.add_argument("--workers", type=int, default=0, help="DataLoader workers")
     p.add_argument("--json", type=Path, default=None, help="write all results to this file")
@@ -276,7 +284,8 @@ def run(args: argparse.Namespace) -> int:
               f"{f'{trained} px' if trained else 'an unrecorded size'}", file=sys.stderr)
         result = evaluate(
             model, dataset, episodes, seeds, device, args.amp,
-            channels_last=args.channels_last, batch_size=args.batch_size,
+            channels_last=args.channels_last, fold_bn=args.fold_bn,
+            factorise_base_learner=args.factorise_base_learner, batch_size=args.batch_size,
             num_workers=args.workers,
         )
         result.benchmark, result.fold, result.shots = benchmark, fold_used, shots

@@ -5,7 +5,9 @@ For each seed (default the five of BAM/MSANet's ``test.py``: 510, 365, 382, 322,
 1. seed Python, NumPy and torch, then run ``episodes`` (default 1000) episodes whose queries
    walk the validation list **in order**, cycling when it is shorter (each PASCAL query is
    used 2-3 times; on COCO only the first 1000 images of the list ever act as queries);
-2. predict with the model in eval mode;
+2. predict with an evaluation copy of the model (eval mode, BatchNorm folded into the
+   convolutions, factorised base learner, channels_last on CPU; the same function up to float
+   rounding: :func:`msanet_lib.model.inference.prepare_for_inference`);
 3. resize the logits **to the original label resolution**: with ``L = max(h0, w0)`` of the
    query's original label, bilinearly (``align_corners=True``) to ``L x L``; the target is
    the original binary label in the top-left corner of an ``L x L`` canvas filled with 255
@@ -56,7 +58,8 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm import tqdm
 
 from msanet_lib.evaluation.metrics import FewShotIoU, MultiClassIoU
-from msanet_lib.runtime import IGNORE_LABEL, autocast, seed_all
+from msanet_lib.model.inference import prepare_for_inference
+from msanet_lib.runtime import AMP_DTYPES, IGNORE_LABEL, autocast, seed_all
 
 SEEDS: tuple[int, ...] = (510, 365, 382, 322, 988)
 """``np.random.randint(0, 1000, 5)`` after ``seed(123)``: the seeds of BAM/MSANet test.py."""
@@ -333,7 +336,9 @@ def evaluate(
     device: str | torch.device | None = None,
     amp: str | None = None,
     *,
-    channels_last: bool = False,
+    channels_last: bool | None = None,
+    fold_bn: bool = True,
+    factorise_base_learner: bool = True,
     batch_size: int = 1,
     num_workers: int = 0,
     class_ids: Sequence[int] | None = None,
@@ -352,8 +357,18 @@ def evaluate(
         episodes: episodes per seed (1000 in the paper).
         seeds: one full evaluation per seed.
         device: where to run (default: the model's device).
-        amp: ``None`` or ``"bf16"`` (autocast; the metrics stay in float32).
-        channels_last: convert the model and query images to channels_last.
+        amp: ``None`` or ``"bf16"`` (autocast; the metrics stay in float32). The evaluation
+            copy then stores its convolution weights in that dtype (autocast would cast them
+            at every call).
+        channels_last: run a channels_last copy of the model on channels_last query images;
+            ``None`` (default) = on CPU only, where it is measured faster
+            (``scripts/benchmark.py``).
+        fold_bn: run a copy with every frozen BatchNorm folded into its convolution
+            (:func:`msanet_lib.model.inference.prepare_for_inference`); same outputs up to
+            float rounding. The model passed in is never modified either way.
+        factorise_base_learner: in that copy, run the base learner's first convolution on the
+            pooled PPM branches before upsampling them (half its cost, same outputs up to
+            float rounding; :class:`~msanet_lib.modules.base_learner.FactorisedBaseLearner`).
         batch_size: episodes per forward pass; results do not depend on it.
         class_ids: the fold's novel class ids in ``class_index`` order (default: read from
             the dataset's ``novel_classes``/``class_ids`` attribute).
@@ -384,10 +399,15 @@ def evaluate(
         first = next(model.parameters(), None)
         device = first.device if first is not None else torch.device("cpu")
     device = torch.device(device)
-    was_training = model.training
-    model = model.to(device).eval()
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
+    if channels_last is None:
+        channels_last = device.type == "cpu"
+    # A prepared copy: the caller's model (often the one being trained) keeps its weights,
+    # memory format, device and mode.
+    autocast(device, amp)  # checks ``amp`` before any work
+    model = prepare_for_inference(
+        model, fold_bn=fold_bn, channels_last=channels_last,
+        factorise_base_learner=factorise_base_learner,
+        autocast_dtype=None if amp in (None, "none") else AMP_DTYPES[amp]).to(device)
     results = []
     # Datasets with per-episode generators (FewShotDataset: rng from (seed, epoch, index))
     # take the seed and the episode count as attributes; they are restored afterwards.
@@ -402,14 +422,15 @@ def evaluate(
     finally:
         for key, value in saved.items():
             setattr(dataset, key, value)
-        model.train(was_training)  # validation during training hands the model back as it was
     return EvalResult(
         seeds=results,
         episodes=episodes,
         fold=getattr(dataset, "fold", None),
         shots=getattr(dataset, "shots", None),
         benchmark=getattr(dataset, "benchmark", None),
-        info={"device": str(device), "amp": amp, "batch_size": batch_size},
+        info={"device": str(device), "amp": amp, "batch_size": batch_size,
+              "channels_last": channels_last, "fold_bn": fold_bn,
+              "factorise_base_learner": factorise_base_learner},
     )
 
 

@@ -123,3 +123,80 @@ def build_learner_base(
     Shapes: (B, in_dim, h, w) -> (B, num_classes, h, w). See :class:`BaseLearner`.
     """
     return BaseLearner(in_dim, num_classes, hidden=hidden, bins=bins)
+
+
+def interpolation_matrix(n_in: int, n_out: int, like: Tensor) -> Tensor:
+    """(n_out, n_in) weights of 1-D linear interpolation with ``align_corners=True``.
+
+    Bilinear upsampling is separable: ``F.interpolate(p, (H, W), "bilinear", align_corners=True)``
+    equals ``A @ p @ B.T`` per channel, with ``A = interpolation_matrix(h, H)`` and
+    ``B = interpolation_matrix(w, W)``. Dtype and device of ``like``.
+    """
+    eye = torch.eye(n_in, dtype=like.dtype, device=like.device)[None]  # (1, n_in, n_in)
+    return F.interpolate(eye, size=n_out, mode="linear", align_corners=True)[0].T
+
+
+def conv3x3_of_upsampled(p: Tensor, weight: Tensor, size: tuple[int, int]) -> Tensor:
+    """``F.conv2d(up(p), weight, padding=1)`` without building ``up(p)``, the bilinear upsample.
+
+    A 3x3 convolution of a bilinearly upsampled map is, per output channel o,
+    ``sum_ij A_i (W_ij p)[o] B_j^T``: the channel mixing ``W_ij p`` (one per kernel tap) runs at
+    the pooled b x b size, ``A_i`` is the interpolation matrix shifted by the tap's row offset
+    (zero rows where the tap falls in the zero padding) and ``B_j`` likewise for columns.
+
+    Args:
+        p: (N, C, h, w) pooled map.
+        weight: (O, C, 3, 3) convolution weight (stride 1, padding 1, dilation 1, no groups).
+        size: (H, W) of the upsampled map.
+
+    Returns:
+        (N, O, H, W), equal to the direct computation up to float rounding.
+    """
+    (n, _, h, w), (height, width) = p.shape, size
+    mixed = torch.einsum("ocij,ncuv->noiujv", weight, p)  # (N, O, 3, h, 3, w)
+    mixed = mixed.reshape(n, weight.shape[0], 3 * h, 3 * w)
+    rows = F.pad(interpolation_matrix(h, height, p), (0, 0, 1, 1))  # zero padding row each side
+    cols = F.pad(interpolation_matrix(w, width, p), (0, 0, 1, 1))
+    a = torch.cat([rows[i : i + height] for i in range(3)], dim=1)  # (H, 3h): tap row i
+    b = torch.cat([cols[j : j + width] for j in range(3)], dim=1)  # (W, 3w)
+    return a @ mixed @ b.T
+
+
+class FactorisedBaseLearner(nn.Module):
+    """The same function as a :class:`BaseLearner`, for evaluation, at about half its cost.
+
+    In ``cls(ppm(x))`` the first 3x3 convolution reads ``cat[x, up(p_1), .., up(p_6)]``: half of
+    its input channels are bilinear upsamplings of the 1x1 .. 6x6 pooled branches ``p_b``. Being
+    linear, the convolution splits by input channels; on ``x`` it runs as usual, on each branch
+    through :func:`conv3x3_of_upsampled` at the pooled size. With ResNet-50 at 473 px this
+    removes 68 of the 136 GFLOP of the base learner (a quarter of the whole eval forward's) and
+    the 4096-channel concatenation. Outputs equal the base learner's up to float rounding.
+
+    Args:
+        learner: a base learner in eval mode whose ``cls[0]`` is a 3x3 convolution with
+            stride 1, padding 1, dilation 1 and no groups (PSPNet's); its modules are shared.
+
+    Shapes: (B, C, h, w) -> (B, num_classes, h, w), as :class:`BaseLearner`.
+    """
+
+    def __init__(self, learner: BaseLearner) -> None:
+        super().__init__()
+        conv = learner.cls[0]
+        if not (isinstance(conv, nn.Conv2d) and conv.kernel_size == (3, 3) and conv.stride == (1, 1)
+                and conv.padding == (1, 1) and conv.dilation == (1, 1) and conv.groups == 1
+                and conv.padding_mode == "zeros"):
+            raise ValueError(f"FactorisedBaseLearner needs PSPNet's 3x3 cls[0] conv, got {conv}")
+        self.ppm, self.cls = learner.ppm, learner.cls
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(B, C, h, w) layer4 features -> (B, num_classes, h, w) base-class logits."""
+        conv = self.cls[0]
+        size = (x.shape[-2], x.shape[-1])
+        channels = x.shape[1]
+        out = F.conv2d(x, conv.weight[:, :channels], conv.bias, padding=1)
+        for branch in self.ppm.features:
+            p = branch(x)
+            weight = conv.weight[:, channels : channels + p.shape[1]]
+            channels += p.shape[1]
+            out += conv3x3_of_upsampled(p, weight.to(p.dtype), size).to(out.dtype)
+        return self.cls[1:](out)

@@ -177,3 +177,11 @@ def test_eval_cli_reads_a_training_export(tmp_path, monkeypatch, capsys) -> None
     assert f"test size {SIZE} px, trained at 97 px" in err
     assert cli.main(["--checkpoint", str(path), "--test-size", "0"]) == 2
     assert "--test-size 0" in capsys.readouterr().err
+
+
+def test_evaluation_copy_flags() -> None:
+    default = cli.parse_args(["--checkpoint", "x.pth"])
+    assert default.fold_bn and default.channels_last is None  # None: decided by the device
+    off = cli.parse_args(["--checkpoint", "x.pth", "--no-fold-bn", "--no-channels-last"])
+    assert not off.fold_bn and off.channels_last is False
+    assert cli.parse_args(["--checkpoint", "x.pth", "--channels-last"]).channels_last is True

@@ -63,13 +63,20 @@ class FakeEpisodes(torch.utils.data.Dataset):
         return item
 
 
+class Recorder(list):
+    """A list that the evaluation copy of a model shares with the original (not deep-copied)."""
+
+    def __deepcopy__(self, memo: dict) -> Recorder:
+        return self
+
+
 class FakeModel(nn.Module):
     """final_out = [-x0, x0], meta_out = [0.3 - x1, x1], base_out = a 1x1 conv of x."""
 
     def __init__(self) -> None:
         super().__init__()
         self.base = nn.Conv2d(3, 3, 1)
-        self.seen: list[tuple[torch.dtype, bool]] = []
+        self.seen: list[tuple[torch.dtype, bool]] = Recorder()
 
     def forward(self, x: Tensor, s_x: Tensor, s_y: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         base_out = self.base(x)
@@ -247,3 +254,20 @@ def test_training_mode_is_restored() -> None:
     model = FakeModel().train()
     evaluate(model, FakeEpisodes(), 2, seeds=[0], progress=False)
     assert model.training
+
+
+def test_evaluation_runs_a_prepared_copy_and_leaves_the_model_as_it_was() -> None:
+    model = FakeModel().train()
+    model.base = nn.Sequential(nn.Conv2d(3, 3, 1), nn.BatchNorm2d(3))
+    model.base[1].running_mean.fill_(0.2)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    folded = evaluate(model, FakeEpisodes(), 6, seeds=[0], progress=False)
+    assert model.seen and all(cl for _, cl in model.seen)  # channels_last on CPU by default
+    kept = evaluate(model, FakeEpisodes(), 6, seeds=[0], fold_bn=False, channels_last=False,
+                    progress=False)
+    assert not model.seen[-1][1]
+    assert folded.info["fold_bn"] and not kept.info["fold_bn"]
+    assert folded.seeds[0].miou_base == kept.seeds[0].miou_base
+    assert model.training and isinstance(model.base[1], nn.BatchNorm2d)
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+    assert model.base[0].weight.is_contiguous()

@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from msanet_lib.model.inference import prepare_for_inference
 from msanet_lib.model.msanet import MSANet, MSANetConfig
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "authors_golden"
@@ -74,11 +75,15 @@ def run_model(model: MSANet, data: dict, dtype: torch.dtype) -> dict[str, torch.
     return {key: value.double() for key, value in result.items()}
 
 
+@pytest.mark.parametrize("prepared", [False, True], ids=["model", "evaluation_copy"])
 @pytest.mark.parametrize(("name", "backbone", "shots"), CASES)
-def test_golden_equivalence(name: str, backbone: str, shots: int) -> None:
+def test_golden_equivalence(name: str, backbone: str, shots: int, prepared: bool) -> None:
+    """``prepared``: the copy msanet-eval runs (BatchNorm folded, channels_last weights)."""
     data = torch.load(FIXTURES / name)
     assert data["backbone"].startswith(backbone[:3]) and data["shot"] == shots
     model = load_golden_model(data, backbone, shots)
+    if prepared:
+        model = prepare_for_inference(model, channels_last=True)
     ours32 = run_model(model, data, torch.float32)
     exact = run_model(model, data, torch.float64)
     report = {}
