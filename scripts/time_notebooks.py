@@ -18,6 +18,7 @@ from pathlib import Path
 
 import nbformat
 from nbclient import NotebookClient
+from nbclient.exceptions import CellExecutionError
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 
@@ -46,13 +47,18 @@ def main() -> int:
             return 2
     mode = "fast" if args.fast else "full"
     print(f"| notebook | {mode} mode (s) |\n|---|---:|", flush=True)
-    total = 0.0
+    total, failed = 0.0, []
     for path in paths:
-        seconds = run(path, args.fast, args.timeout)
+        try:
+            seconds = run(path, args.fast, args.timeout)
+        except CellExecutionError as err:  # report it and go on with the next notebook
+            failed.append(path.stem)
+            print(f"| {path.stem} | FAILED: {str(err).strip().splitlines()[-1][:200]} |", flush=True)
+            continue
         total += seconds
         print(f"| {path.stem} | {seconds:.0f} |", flush=True)
     print(f"| all | {total:.0f} |")
-    return 0
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
