@@ -462,6 +462,8 @@ def _evaluate_seed(
         batch_sampler=rank_batches(walk, batch_size, *shard),
         num_workers=num_workers,
         collate_fn=collate_fn,
+        # page-locked batches let the host-to-GPU copies overlap the forward
+        pin_memory=device.type == "cuda",
         generator=torch.Generator().manual_seed(int(seed)),
     )
     final, meta = FewShotIoU(ids), FewShotIoU(ids)
