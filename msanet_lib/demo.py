@@ -1,4 +1,4 @@
-"""``msanet-demo``: the whole method on a laptop CPU, offline, in about ten minutes.
+"""``msanet-demo``: the whole method on a laptop CPU, offline, in about a quarter of an hour.
 
 1. generate the toy benchmark if it is missing (``data/toy``);
 2. train fold 0 with the toy config: stage 1 (the PSPNet base learner, starting from the shipped

@@ -58,7 +58,7 @@ from msanet_lib.utils import REPO_ROOT
 RUNS = REPO_ROOT / "runs" / "toy"
 SHIP = REPO_ROOT / "checkpoints" / "toy"
 # The shipped models train longer than toy.yaml's budget, which is sized for msanet-demo (one
-# fold in about 10 minutes): stage 2 at 3000 instead of 1200 iterations gained 8 mIoU in fold 0,
+# fold in about 16 minutes): stage 2 at 3000 instead of 1200 iterations gained 8 mIoU in fold 0,
 # and at 4950 another 5.4 (docs/toy-world.md sections 5 and 6). Epochs per stage (stage 0: 375
 # iterations of batch 16 per epoch; stages 1 and 2: about 200 iterations of batch 8 per epoch);
 # ``--*-epochs`` change them.
