@@ -28,7 +28,7 @@ from torch import nn
 
 from msanet_lib.backbones.state_dicts import read_weights_file
 from msanet_lib.evaluation.protocol import EPISODES, SEEDS, EvalResult, evaluate
-from msanet_lib.runtime import atomic_write_text, run_command, select_device
+from msanet_lib.runtime import atomic_write_text, run_command, select_device, set_tf32
 from msanet_lib.utils import fast_mode
 
 FAST_EPISODES = 40
@@ -199,6 +199,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--amp", default=None, choices=("bf16", "fp16"), help="autocast dtype")
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
                    help="channels_last memory format (default: on for CPU, where it is faster)")
+    p.add_argument("--tf32", action=argparse.BooleanOptionalAction, default=True,
+                   help="CUDA: float32 matrix products and convolutions on TF32 tensor cores, as "
+                        "in training (runtime.tf32); --no-tf32 for IEEE float32")
     p.add_argument("--no-fold-bn", dest="fold_bn", action="store_false",
                    help="keep BatchNorm separate instead of folding it into the convolutions "
                         "(same results up to float rounding, slower)")
@@ -260,6 +263,7 @@ def run(args: argparse.Namespace) -> int:
     if args.fast or fast_mode():
         episodes, seeds = min(episodes, FAST_EPISODES), seeds[:1]
     device = select_device(args.device)
+    set_tf32(args.tf32)
     template = args.checkpoint
     folds = args.folds
     if folds is not None and len(folds) > 1 and "{fold}" not in template:
