@@ -14,10 +14,12 @@ With ``--authors-code PATH`` (a checkout of github.com/AIVResearch/MSANet, kept 
 project) it instead times the eval forward of the authors' ResNet-50 MSANet against ours,
 interleaved in one process (authors, ours, authors, ours, ...), on the same weights (the
 deterministic recipe of tests/fixtures/authors_golden/README.md) and the same 1-shot episode, and
-prints the median time of each and its ratio to the authors'. Ours runs as trained and as the
-evaluation copy that ``msanet-eval`` runs (:func:`~msanet_lib.model.inference.prepare_for_inference`:
-BatchNorm folded, factorised base learner, channels_last on CPU) under ``torch.inference_mode``;
-the authors' model runs under ``torch.no_grad`` (their test.py keeps autograd on).
+prints the median time of each, its ratio to the authors', the floating-point operations of its
+convolutions and matrix products (``torch.utils.flop_counter``) and the rate they ran at per
+second of CPU time. Ours runs as trained and as the evaluation copy that ``msanet-eval`` runs
+(:func:`~msanet_lib.model.inference.prepare_for_inference`: BatchNorm folded, factorised base
+learner, channels_last on CPU) under ``torch.inference_mode``; the authors' model runs under
+``torch.no_grad`` (their test.py keeps autograd on).
 
 Examples::
 
@@ -47,6 +49,7 @@ from unittest import mock
 
 import torch
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 
 from msanet_lib.model.inference import prepare_for_inference
 from msanet_lib.model.msanet import MSANet, MSANetConfig
@@ -306,6 +309,11 @@ def run_against_authors(args: argparse.Namespace) -> None:
             ours_bf16,
     }
     outputs = {name: fn() for name, fn in variants.items()}  # also the warm-up
+    flops = {}  # floating-point operations of convolutions and matrix products, per variant
+    for name, fn in variants.items():
+        with FlopCounterMode(display=False) as counter:
+            fn()
+        flops[name] = counter.get_total_flops()
     with torch.no_grad():  # the exact function, to put the float32 differences in scale
         exact = copy.deepcopy(theirs).double()(x.double(), s_x.double(), s_y, None, None)
     wall: dict[str, list[float]] = {name: [] for name in variants}
@@ -321,9 +329,9 @@ def run_against_authors(args: argparse.Namespace) -> None:
           f"{args.repeats} interleaved rounds. Ratios are to the authors' float32 time; 'per "
           "round' is the median of the per-round ratios; CPU = process CPU time (robust to other "
           "load with one thread).\n")
-    print("| model | wall (s) | ratio | ratio per round | CPU (s) | CPU ratio | max abs diff of "
-          "final / meta / base out vs the authors' float64 |")
-    print("|---|---:|---:|---:|---:|---:|---|")
+    print("| model | wall (s) | ratio | ratio per round | CPU (s) | CPU ratio | GFLOP | GFLOP per CPU s | "
+          "max abs diff of final / meta / base out vs the authors' float64 |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---|")
     for name in variants:
         ratios = []
         for times in (wall, cpu):
@@ -335,7 +343,7 @@ def run_against_authors(args: argparse.Namespace) -> None:
         diffs = " / ".join(f"{(o.double() - g).abs().max().item():.1e}"
                            for o, g in zip(outputs[name], exact))
         print(f"| {name} | {w:.2f} | {w_ratio:.3f} | {w_round:.3f} | {c:.2f} | {c_ratio:.3f} "
-              f"| {diffs} |")
+              f"| {flops[name] / 1e9:.0f} | {flops[name] / 1e9 / c:.0f} | {diffs} |")
 
 
 def main(argv: list[str] | None = None) -> None:
