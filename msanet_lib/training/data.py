@@ -13,6 +13,7 @@ from pathlib import Path
 from torch.utils.data import Dataset, Subset
 
 from msanet_lib.data.datasets import BaseClassDataset, FewShotDataset
+from msanet_lib.data.lists import authors_list_dir
 from msanet_lib.data.transforms import test_transform, train_transform
 from msanet_lib.training.config import TrainConfig
 
@@ -36,25 +37,6 @@ def ensure_data(cfg: TrainConfig) -> Path:
             authors_list_dir(cfg.data.lists, split, cfg.fold, "data.lists")
     base_annotations(cfg)  # raises if the folder lacks this fold
     return directory
-
-
-def authors_list_dir(lists: str | Path, split: str, fold: int, name: str = "data.lists") -> Path:
-    """``<lists>/<split>``, the folder of the authors' ``data_list_<fold>.txt`` and
-    ``sub_class_file_list_<fold>.txt`` (their ``lists/<benchmark>/fss_list``).
-
-    Raises:
-        FileNotFoundError: either file is missing; the message names it and the layout.
-    """
-    folder = Path(lists).expanduser() / split
-    for stem in ("data_list", "sub_class_file_list"):
-        path = folder / f"{stem}_{fold}.txt"
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"{name} {lists}: {path} not found. Give the authors' fss_list folder, which "
-                f"holds train/ and val/ with data_list_<fold>.txt and "
-                f"sub_class_file_list_<fold>.txt (msanet_lib.data.lists.write_authors_lists "
-                f"writes them), or null to build the lists from the dataset.")
-    return folder
 
 
 def base_annotations(cfg: TrainConfig) -> Path | None:
