@@ -177,12 +177,16 @@ class ResNetBackbone(Backbone):
         self.num_feats = 1 + sum(blocks[1:])
         _init_weights(self)
 
-    def forward(self, x: Tensor) -> BackboneOutput:
-        """(B, 3, H, W) -> ``BackboneOutput`` with 5 stage outputs and ``num_feats`` block maps."""
+    def forward(self, x: Tensor, stages: int = 5) -> BackboneOutput:
+        """(B, 3, H, W) -> ``BackboneOutput`` with 5 stage outputs and ``num_feats`` block maps.
+
+        ``stages < 5`` stops after ``layer{stages - 1}`` (the evaluation runs the support's
+        layer4 on part of the image only, :mod:`msanet_lib.model.support_region`).
+        """
         feat = self.layer0(x)
         layers = [feat]
         feats: list[Tensor] = []
-        for stage_index in range(1, 5):
+        for stage_index in range(1, stages):
             stage = getattr(self, f"layer{stage_index}")
             for block_index, block in enumerate(stage):
                 pre = block.forward_pre_activation(feat)

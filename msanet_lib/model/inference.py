@@ -136,6 +136,7 @@ def prepare_for_inference(
     factorise_base_learner: bool = True,
     channels_last: bool = False,
     autocast_dtype: torch.dtype | None = None,
+    support_layer4_box: bool = True,
 ) -> nn.Module:
     """An evaluation copy of ``model``: eval mode, no gradients, BatchNorms folded.
 
@@ -152,6 +153,8 @@ def prepare_for_inference(
             Autocast rounds them to that dtype at every call anyway, so the outputs are the
             same and each forward saves a cast of every weight. Without autocast such a copy
             fails (float32 inputs, low-precision weights).
+        support_layer4_box: an MSANet with a ResNet backbone computes the supports' layer4 only
+            on the box their masks reach (:mod:`~msanet_lib.model.support_region`).
 
     Returns:
         A deep copy in eval mode with ``requires_grad=False`` everywhere. Its outputs equal
@@ -163,6 +166,8 @@ def prepare_for_inference(
         fold_batch_norms(prepared)
     if factorise_base_learner:
         factorise_base_learners(prepared)
+    if support_layer4_box and hasattr(prepared, "use_support_layer4_box"):
+        prepared.use_support_layer4_box()
     if autocast_dtype is not None:
         for module in prepared.modules():
             if isinstance(module, nn.Conv2d):  # autocast runs every conv in autocast_dtype

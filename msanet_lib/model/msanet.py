@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from msanet_lib.backbones import build_backbone, share_backbone_layers
+from msanet_lib.model.support_region import run_stage, stage_radii, support_layer4_box
 from msanet_lib.model.validation import validate_episode
 from msanet_lib.modules.aspp import ASPP
 from msanet_lib.modules.attention import Attention
@@ -258,6 +259,8 @@ class MSANet(nn.Module):
         # The training engine sets this once its dataset has checked the episodes, so the hot
         # path does not pay the host syncs of the value checks at every step.
         self.trusted_inputs = False
+        # Set on evaluation copies only (use_support_layer4_box): the block radii of layer4.
+        self._layer4_radii: list[int] | None = None
         self.freeze_pretrained()
 
     # ------------------------------------------------------------------ frozen parts
@@ -329,7 +332,7 @@ class MSANet(nn.Module):
     def _record(self, x: Tensor, s_x: Tensor, s_y: Tensor, cat: Tensor | None) -> MSANetRecord:
         """The paper's figure, top to bottom, on already checked inputs."""
         mask = (s_y == 1).to(x.dtype)  # 255 (ignore) counts as background, as the authors
-        encoding = self.encode(x, s_x)
+        encoding = self.encode(x, s_x, mask)
         cues = self.guidance(encoding, mask)
         # The per-block features are the bulk of the backbone's memory (about 220 MB per
         # ResNet-50 image at 473 px): drop them before the decoder runs.
@@ -340,15 +343,47 @@ class MSANet(nn.Module):
         final = self.ensemble(meta_logits, cues.est_val, base_logits, cat)
         return MSANetRecord(cues, merge_feat, meta_logits, base_logits, final)
 
-    def encode(self, x: Tensor, s_x: Tensor) -> Encoding:
+    def encode(self, x: Tensor, s_x: Tensor, support_mask: Tensor | None = None) -> Encoding:
         """(1) The frozen backbone on the query and every shot of every episode in one batch.
 
-        x: (B, 3, H, W), s_x: (B, K, 3, H, W) -> :class:`Encoding`.
+        x: (B, 3, H, W), s_x: (B, K, 3, H, W) -> :class:`Encoding`. support_mask: (B, K, H, W)
+        float (1 = target); only read by an evaluation copy that computes the supports' layer4
+        on the cells the masks reach (:meth:`use_support_layer4_box`).
         """
         b, k = s_x.shape[:2]
+        images = torch.cat([x, s_x.reshape(b * k, *s_x.shape[2:])])
         with torch.no_grad():
-            layers, blocks = self._backbone(torch.cat([x, s_x.reshape(b * k, *s_x.shape[2:])]))
+            if support_mask is None or self._layer4_radii is None:
+                layers, blocks = self._backbone(images)
+            else:
+                layers, blocks = self._encode_support_layer4_on_box(images, b, support_mask)
         return Encoding([t[:b] for t in layers], [t[b:] for t in layers], blocks, b, k)
+
+    def use_support_layer4_box(self, enabled: bool = True) -> bool:
+        """Compute the supports' layer4 only on the box their masks reach (evaluation copies).
+
+        Same outputs up to float rounding, fewer operations: see
+        :mod:`msanet_lib.model.support_region`. Possible for the ResNet backbones (stride-1
+        residual blocks); returns whether it is now on.
+        """
+        self._layer4_radii = stage_radii(self.layer4) if enabled else None
+        return self._layer4_radii is not None
+
+    def _encode_support_layer4_on_box(self, images: Tensor, b: int, support_mask: Tensor
+                                      ) -> tuple[list[Tensor], list[Tensor]]:
+        """``self._backbone(images)`` with the supports' layer4 exact on the cells read only."""
+        head = self._backbone(images, stages=4)  # layer0..layer3 and their blocks
+        layers, blocks = list(head.layers), list(head.feats)
+        feat3 = layers[3]
+        size = (feat3.shape[-2], feat3.shape[-1])
+        flat = support_mask.reshape(-1, 1, *support_mask.shape[-2:])
+        block_sizes = [tuple(t.shape[-2:]) for t in blocks] + [size] * len(self.layer4)
+        box = support_layer4_box(flat, block_sizes, size)
+        query_out, query_pres = run_stage(self.layer4, feat3[:b])
+        supp_out, supp_pres = run_stage(self.layer4, feat3[b:], box, self._layer4_radii)
+        layers.append(torch.cat([query_out, supp_out]))
+        blocks += [torch.cat(pair) for pair in zip(query_pres, supp_pres)]
+        return layers, blocks
 
     def guidance(self, encoding: Encoding, mask: Tensor) -> GuidanceCues:
         """(2) The guidance the meta learner receives, at the layer3 size (h, w).
