@@ -20,7 +20,7 @@ makes a fresh one for each call.
 Memory. The budget counts the bytes of the cached tensors' storage (Python overheads are a
 few hundred bytes per image and are not counted). Per image, measured: ResNet-50 at 473 px
 in float32 keeps about 258 MB (layer2..layer4 and 13 of the 14 block maps), resnet_toy at
-128 px about 0.9 MB; bfloat16 halves both. Eviction drops least-recently-used images until a
+128 px 0.69 MB; bfloat16 halves both. Eviction drops least-recently-used images until a
 new one fits; an image larger than the whole budget is not stored.
 
 Why no library: ``functools.lru_cache`` counts entries, not bytes, and cannot be inspected;

@@ -166,6 +166,31 @@ def test_a_lone_new_image_is_encoded_as_in_a_batch(model) -> None:
     assert (encoder.cache.stats.misses, encoder.cache.stats.hits) == (3, 3)
 
 
+@pytest.mark.parametrize("config", [
+    dict(backbone="resnet_toy", use_multi_similarity=False, use_base_learner=False),  # no block read
+    dict(backbone="resnet_toy", shots=2),
+    dict(backbone="vgg16_bn", shots=2),  # every block read; layer2 group from the last shot
+], ids=["ablation", "resnet_toy-2shot", "vgg-2shot"])
+def test_other_configurations_are_served_exactly(config) -> None:
+    torch.manual_seed(0)
+    model = MSANet(MSANetConfig(**config, reduce_dim=16, hyper_dim=8, base_hidden=16))
+    prepared = prepare_for_inference(model, channels_last=True)
+    encoder = CachedEncoder(prepared, FeatureCache(2**30))
+    imgs = torch.randn(4, 3, SIZE, SIZE)
+    s_y = torch.zeros(2, 2, SIZE, SIZE, dtype=torch.long)
+    s_y[..., 8:30, 10:40] = 1
+    shots = model.config.shots
+    with torch.inference_mode():
+        for q, s in (([0, 1], [[2, 3], [3, 0]]), ([2, 3], [[0, 1], [1, 2]])):
+            x = imgs[q].contiguous(memory_format=torch.channels_last)
+            s_x = torch.stack([imgs[r[:shots]] for r in s])
+            keys = [key(str(i)) for i in q] + [key(str(i)) for r in s for i in r[:shots]]
+            cached = prepared(x, s_x, s_y[:, :shots], encoding=encoder.encode(x, s_x, keys))
+            for a, b in zip(prepared(x, s_x, s_y[:, :shots]), cached):
+                assert (a is None and b is None) or torch.equal(a, b)
+    assert encoder.cache.stats.hits > 0
+
+
 def _scores(result) -> dict:
     data = result.to_dict()
     data["seeds"] = [{k: v for k, v in s.items() if k != "seconds"} for s in data["seeds"]]
