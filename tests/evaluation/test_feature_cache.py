@@ -272,3 +272,21 @@ def test_msanet_eval_rejects_a_bad_budget_in_one_line(checkpoint, capsys, value)
     err = capsys.readouterr().err.strip().splitlines()
     assert err[0].startswith("msanet-eval: error: --feature-cache") and "MiB" in err[0]
     assert len(err) == 2 and "--debug" in err[1]  # the usual hint, no traceback
+
+
+def test_the_projection_script_replays_the_walk_of_a_real_run(model, dataset, toy_root,
+                                                              capsys) -> None:
+    """scripts/feature_cache_projection.py counts the hits a batch-1 evaluation makes."""
+    import importlib.util
+
+    path = Path(__file__).parents[2] / "scripts" / "feature_cache_projection.py"
+    spec = importlib.util.spec_from_file_location("feature_cache_projection", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)  # type: ignore[union-attr]
+    measured = evaluate(model, dataset, episodes=30, seeds=(4, 9), device="cpu", progress=False,
+                        feature_cache_bytes=2**30).info["feature_cache"]
+    assert script.main(["--data-root", str(toy_root), "--episodes", "30", "--seeds", "4", "9",
+                        "--capacity", "100000"]) == 0
+    row = capsys.readouterr().out.strip().splitlines()[-1]
+    assert row == (f"| 100000 | {measured['hits']} | {measured['misses']} | "
+                   f"{100 * measured['hits'] / (measured['hits'] + measured['misses']):.1f}% |")
