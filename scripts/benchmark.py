@@ -14,10 +14,12 @@ With ``--authors-code PATH`` (a checkout of github.com/AIVResearch/MSANet, kept 
 project) it instead times the eval forward of the authors' ResNet-50 MSANet against ours,
 interleaved in one process (authors, ours, authors, ours, ...), on the same weights (the
 deterministic recipe of tests/fixtures/authors_golden/README.md) and the same 1-shot episode, and
-prints the median time of each and its ratio to the authors'. Ours runs as trained and as the
-evaluation copy that ``msanet-eval`` runs (:func:`~msanet_lib.model.inference.prepare_for_inference`:
-BatchNorm folded, factorised base learner, channels_last on CPU) under ``torch.inference_mode``;
-the authors' model runs under ``torch.no_grad`` (their test.py keeps autograd on).
+prints the median time of each, its ratio to the authors', the floating-point operations of its
+convolutions and matrix products (``torch.utils.flop_counter``) and the rate they ran at per
+second of CPU time. Ours runs as trained and as the evaluation copy that ``msanet-eval`` runs
+(:func:`~msanet_lib.model.inference.prepare_for_inference`: BatchNorm folded, factorised base
+learner, channels_last on CPU) under ``torch.inference_mode``; the authors' model runs under
+``torch.no_grad`` (their test.py keeps autograd on).
 
 Examples::
 
@@ -47,6 +49,7 @@ from unittest import mock
 
 import torch
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 
 from msanet_lib.model.inference import prepare_for_inference
 from msanet_lib.model.msanet import MSANet, MSANetConfig
@@ -158,7 +161,7 @@ def _build(shots: int, device: torch.device, channels_last: bool) -> MSANet:
     return model
 
 
-def run(args: argparse.Namespace) -> list[tuple[str, float, float]]:
+def run(args: argparse.Namespace) -> list[tuple[str, float, float, int]]:
     device = torch.device(args.device)
     dtype = DTYPES[args.dtype]
 
@@ -174,20 +177,21 @@ def run(args: argparse.Namespace) -> list[tuple[str, float, float]]:
             model = prepare_for_inference(
                 model, channels_last=args.channels_last,
                 autocast_dtype=None if dtype == torch.float32 else dtype)
-        ep = _episode(1, shots, args.size, device, args.channels_last)
+        for batch in args.eval_batches:
+            ep = _episode(batch, shots, args.size, device, args.channels_last)
 
-        def eval_step(model: MSANet = model, ep: dict = ep) -> None:
-            with torch.inference_mode(), autocast():
-                model(ep["x"], ep["s_x"], ep["s_y"])
+            def eval_step(model: MSANet = model, ep: dict = ep) -> None:
+                with torch.inference_mode(), autocast():
+                    model(ep["x"], ep["s_x"], ep["s_y"])
 
-        sec, mib = _time(eval_step, args.repeats, device)
-        rows.append((f"eval forward, {shots}-shot, batch 1", sec, mib))
+            sec, mib = _time(eval_step, args.repeats, device)
+            rows.append((f"eval forward, {shots}-shot, batch {batch}", sec, mib, batch))
         del model
 
     model = _build(1, device, args.channels_last).train()
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.SGD(params, lr=1e-3, momentum=0.9)
-    for batch in (1, 2):
+    for batch in args.train_batches:
         ep = _episode(batch, 1, args.size, device, args.channels_last)
 
         def train_step(ep: dict = ep) -> None:
@@ -198,7 +202,7 @@ def run(args: argparse.Namespace) -> list[tuple[str, float, float]]:
             opt.step()
 
         sec, mib = _time(train_step, args.repeats, device)
-        rows.append((f"train step, 1-shot, batch {batch}", sec, mib))
+        rows.append((f"train step, 1-shot, batch {batch}", sec, mib, batch))
     return rows
 
 
@@ -305,6 +309,11 @@ def run_against_authors(args: argparse.Namespace) -> None:
             ours_bf16,
     }
     outputs = {name: fn() for name, fn in variants.items()}  # also the warm-up
+    flops = {}  # floating-point operations of convolutions and matrix products, per variant
+    for name, fn in variants.items():
+        with FlopCounterMode(display=False) as counter:
+            fn()
+        flops[name] = counter.get_total_flops()
     with torch.no_grad():  # the exact function, to put the float32 differences in scale
         exact = copy.deepcopy(theirs).double()(x.double(), s_x.double(), s_y, None, None)
     wall: dict[str, list[float]] = {name: [] for name in variants}
@@ -320,9 +329,9 @@ def run_against_authors(args: argparse.Namespace) -> None:
           f"{args.repeats} interleaved rounds. Ratios are to the authors' float32 time; 'per "
           "round' is the median of the per-round ratios; CPU = process CPU time (robust to other "
           "load with one thread).\n")
-    print("| model | wall (s) | ratio | ratio per round | CPU (s) | CPU ratio | max abs diff of "
-          "final / meta / base out vs the authors' float64 |")
-    print("|---|---:|---:|---:|---:|---:|---|")
+    print("| model | wall (s) | ratio | ratio per round | CPU (s) | CPU ratio | GFLOP | GFLOP per CPU s | "
+          "max abs diff of final / meta / base out vs the authors' float64 |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---|")
     for name in variants:
         ratios = []
         for times in (wall, cpu):
@@ -334,7 +343,7 @@ def run_against_authors(args: argparse.Namespace) -> None:
         diffs = " / ".join(f"{(o.double() - g).abs().max().item():.1e}"
                            for o, g in zip(outputs[name], exact))
         print(f"| {name} | {w:.2f} | {w_ratio:.3f} | {w_round:.3f} | {c:.2f} | {c_ratio:.3f} "
-              f"| {diffs} |")
+              f"| {flops[name] / 1e9:.0f} | {flops[name] / 1e9 / c:.0f} | {diffs} |")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -344,6 +353,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="float32", help="autocast dtype")
     parser.add_argument("--channels-last", action="store_true", help="channels_last model + inputs")
     parser.add_argument("--repeats", type=int, default=5, help="timed calls after one warm-up")
+    parser.add_argument("--eval-batches", type=int, nargs="+", default=[1], metavar="B",
+                        help="episodes per eval forward, one row each (default 1)")
+    parser.add_argument("--train-batches", type=int, nargs="+", default=[1, 2], metavar="B",
+                        help="episodes per train step, one row each (default 1 2)")
     parser.add_argument("--no-tf32", action="store_true",
                         help="CUDA: plain IEEE float32 matmul/conv (the training default is TF32)")
     parser.add_argument("--unprepared", action="store_true",
@@ -358,6 +371,8 @@ def main(argv: list[str] | None = None) -> None:
     set_tf32(not args.no_tf32)
     if args.repeats < 1:
         parser.error("--repeats must be >= 1")
+    if min(args.eval_batches + args.train_batches) < 1:
+        parser.error("batch sizes must be >= 1")
     if args.size < 33:
         parser.error("--size must be >= 33 (the backbone downsamples by 8)")
     if args.threads is not None:
@@ -375,10 +390,10 @@ def main(argv: list[str] | None = None) -> None:
         f"{', TF32' if args.device.startswith('cuda') and not args.no_tf32 else ''}, "
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, mean of {args.repeats}\n"
     )
-    print(f"| measurement | time (s) | {mem_kind} (MiB) |")
-    print("|---|---:|---:|")
-    for name, sec, mib in rows:
-        print(f"| {name} | {sec:.3f} | {mib:.0f} |")
+    print(f"| measurement | time (s) | per episode (ms) | {mem_kind} (MiB) |")
+    print("|---|---:|---:|---:|")
+    for name, sec, mib, batch in rows:
+        print(f"| {name} | {sec:.3f} | {1000 * sec / batch:.1f} | {mib:.0f} |")
 
 
 if __name__ == "__main__":

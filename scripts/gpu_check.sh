@@ -2,8 +2,10 @@
 # GPU checks (issues 10 and 13), in the order of what is least known:
 #   1. the CUDA tests (`pytest -m cuda`: both training stages with fp16 + GradScaler, bf16,
 #      channels_last and torch.compile; the sync-free step; the eval forward under autocast; the
-#      shipped toy model scored by msanet-eval on the GPU against the CPU);
-#   2. the 473-px benchmark in float32 (TF32), bfloat16 and float16 autocast, with channels_last;
+#      shipped toy model scored by msanet-eval on the GPU against the CPU; with two GPUs, a
+#      2-process NCCL stage-2 run against one GPU);
+#   2. the 473-px benchmark in float32 (TF32), bfloat16 and float16 autocast, with channels_last,
+#      at batch 1 and at batches that fill the GPU (eval 16 episodes, train 8: the paper's batch);
 #   3. if the toy benchmark is in data/toy: the shipped toy models scored with the README's protocol
 #      (4 folds, 1000 episodes x seeds 510 365) in IEEE float32, TF32, bf16 and fp16, timed.
 # Run from the repository root on a machine with a CUDA GPU:
@@ -28,7 +30,7 @@ timeout "$limit" "$py" -m pytest -q -p no:cacheprovider -m cuda --durations=0 -s
 
 for dtype in float32 bfloat16 float16; do
     timeout "$limit" "$py" scripts/benchmark.py --device cuda --dtype "$dtype" --channels-last \
-        --repeats 10 2>&1 | tee "$out/benchmark_$dtype.md" || status=1
+        --repeats 10 --eval-batches 1 16 --train-batches 1 8 2>&1 | tee "$out/benchmark_$dtype.md" || status=1
 done
 
 if [ -d data/toy ]; then

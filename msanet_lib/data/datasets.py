@@ -39,7 +39,7 @@ from torch.utils.data import Dataset
 from msanet_lib.data.io import read_image, read_label
 from msanet_lib.data.lists import EpisodeLists, dataset_dir, episode_lists, read_authors_lists
 from msanet_lib.data.splits import IGNORE_LABEL, benchmark_info, fold_split
-from msanet_lib.data.transforms import test_transform, train_transform
+from msanet_lib.data.transforms import nearest_resize, test_transform, train_transform
 
 Transform = Callable[..., tuple[Tensor, Tensor]]
 
@@ -141,6 +141,9 @@ class FewShotDataset(_LabelledImages, Dataset):
         base_data_root: folder of the authors' pre-generated base annotations
             (``<base_data_root>/{train,val}/{fold}/<label name>``); default: computed.
         coco_split: ``"interleaved"`` (default) or ``"contiguous"`` COCO folds.
+        score_size: ``None`` (default, the authors): the val items' ``query_raw_label`` and
+            ``query_raw_base_label`` are at the original resolution; ``N``: nearest-resized to
+            ``N x N`` (HSNet, which scores at 400 x 400 against such a label).
 
     Items are dicts (``docs/ARCHITECTURE.md``): ``query_img (3, S, S)`` float,
     ``query_mask (S, S)`` int64 0/1/255, ``support_imgs (K, 3, S, S)``,
@@ -156,9 +159,14 @@ class FewShotDataset(_LabelledImages, Dataset):
                  image_size: int | None = None, seed: int = 0, episodes: int | None = None,
                  regime: str = "bam", min_pixels: int | None = None,
                  list_dir: Path | str | None = None, base_data_root: Path | str | None = None,
-                 coco_split: str = "interleaved", progress: bool = False):
+                 coco_split: str = "interleaved", progress: bool = False,
+                 score_size: int | None = None):
         if split not in ("train", "val"):
             raise ValueError(f"split={split!r} must be 'train' or 'val'.")
+        if score_size is not None and score_size < 1:
+            raise ValueError(f"score_size={score_size} must be >= 1, or None for the original "
+                             "resolution.")
+        self.score_size = score_size
         if not isinstance(shots, (int, np.integer)) or shots < 1:
             raise ValueError(f"shots={shots!r} must be a positive integer.")
         self._setup(root, benchmark, fold, base_data_root, coco_split)
@@ -264,9 +272,12 @@ class FewShotDataset(_LabelledImages, Dataset):
             "support_names": [p[1] for p in supports[::-1]],
         }
         if self.split == "val":
-            item["query_raw_label"] = torch.from_numpy(q_mask.astype(np.int64))
-            # the base learner is scored at the original size too, as the authors' test.py
-            item["query_raw_base_label"] = torch.from_numpy(q_base.astype(np.int64))
+            raw = torch.from_numpy(np.stack([q_mask, q_base]).astype(np.int64))  # (2, h0, w0)
+            if self.score_size is not None:  # HSNet: the label nearest-resized to N x N
+                raw = nearest_resize(raw, self.score_size)
+            item["query_raw_label"] = raw[0]
+            # the base learner is scored at the same size, as the authors' test.py
+            item["query_raw_base_label"] = raw[1]
         return item
 
 

@@ -25,6 +25,11 @@ Checksums. The MD5 of ``VOCtrainval_11-May-2012.tar`` is the one torchvision's
 host); for those only the recorded size/SHA-256 of the first complete download is checked
 on later runs.
 
+Why not torchvision's ``download_url`` (already a dependency): on a dropped connection it
+retries from byte 0, never with a ``Range`` request, so every drop costs the whole file again
+(2 GB for PASCAL, 19 GB for COCO); tests/data/test_download_library_choice.py measures both on
+the same local server and fails the day torchvision resumes.
+
 ``base_url`` replaces the directory part of every URL (``<base_url>/<file name>``): this
 points all downloads at a mirror, or at a local test server.
 """

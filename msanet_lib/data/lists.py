@@ -406,6 +406,26 @@ def read_authors_lists(data_list: Path, sub_class_list: Path,
     return EpisodeLists(images, class_files, "authors-file", None, str(data_list))
 
 
+def authors_list_dir(lists: str | Path, split: str, fold: int, name: str = "data.lists") -> Path:
+    """``<lists>/<split>``, the folder of the authors' ``data_list_<fold>.txt`` and
+    ``sub_class_file_list_<fold>.txt`` (their ``lists/<benchmark>/fss_list``).
+
+    Raises:
+        FileNotFoundError: either file is missing; the message names it and the layout.
+    """
+    folder = Path(lists).expanduser() / split
+    for stem in ("data_list", "sub_class_file_list"):
+        path = folder / f"{stem}_{fold}.txt"
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"{name} {lists}: {path} not found. Give the authors' fss_list folder, which "
+                f"holds train/ and val/ with data_list_<fold>.txt and "
+                f"sub_class_file_list_<fold>.txt (msanet_lib.data.lists.write_authors_lists "
+                f"writes them), or {'leave it out' if name.startswith('--') else 'null'} to "
+                "build the lists from the dataset.")
+    return folder
+
+
 def write_authors_lists(lists: EpisodeLists, folder: Path, fold: int) -> tuple[Path, Path]:
     """Write ``lists`` in the authors' format into ``folder`` (for running their code)."""
     folder = Path(folder)
@@ -418,7 +438,7 @@ def write_authors_lists(lists: EpisodeLists, folder: Path, fold: int) -> tuple[P
 
 __all__ = [
     "IGNORE_LABEL", "REGIMES", "EpisodeLists", "class_pixels", "count_class_pixels",
-    "dataset_dir", "episode_lists", "load_episode_lists", "parse_list_lines",
+    "authors_list_dir", "dataset_dir", "episode_lists", "load_episode_lists", "parse_list_lines",
     "read_authors_lists", "save_episode_lists", "select_episode_images", "split_list",
     "write_authors_lists", "write_pairs", "write_split_list",
 ]

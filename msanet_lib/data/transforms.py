@@ -6,7 +6,9 @@ Same steps and parameters as the authors' ``util/transform.py`` / ``transform_tr
 - training: RandScale -> RandRotate -> RandomGaussianBlur -> RandomHorizontalFlip ->
   Crop('rand') -> Normalize (``ToTensor`` happens first here; the result is the same);
 - test: :class:`TestResize` (long side to ``size`` floored to a multiple of 8, top-left in a
-  ``size x size`` canvas) -> Normalize.
+  ``size x size`` canvas) -> Normalize;
+- HSNet's test (``msanet-eval --protocol hsnet``): :class:`StretchResize` (both sides to
+  ``size``, aspect ratio not kept) -> Normalize.
 
 A transform is called as ``transform(image, labels, rng)``:
 
@@ -289,6 +291,40 @@ class TestResize:
         return f"TestResize({self.size})"
 
 
+class StretchResize:
+    """HSNet's test-time resize: image and labels to ``size x size``, aspect ratio NOT kept.
+
+    The image is resized bilinearly with antialiasing (HSNet applies torchvision's ``Resize``
+    to a PIL image, whose bilinear filter widens when it shrinks; torch's ``antialias=True``
+    follows PIL's filter, without PIL's rounding to uint8), the labels with nearest, as
+    HSNet's ``F.interpolate(mask, size, mode="nearest")``. No padding: every pixel is image.
+    Shapes: ``(3, H, W), (L, H, W) -> (3, size, size), (L, size, size)``.
+    """
+
+    def __init__(self, size: int):
+        if size < 1:
+            raise ValueError(f"test size={size} must be >= 1.")
+        self.size = int(size)
+
+    def __call__(self, image: Tensor, labels: Labels, rng: np.random.Generator | None = None):
+        img = F.interpolate(image[None], size=(self.size, self.size), mode="bilinear",
+                            align_corners=False, antialias=True)[0]
+        return img, nearest_resize(labels, self.size)
+
+    def __repr__(self) -> str:
+        return f"StretchResize({self.size})"
+
+
+def nearest_resize(labels: Tensor, size: int) -> Tensor:
+    """``(..., H, W)`` integer labels to ``(..., size, size)`` with nearest, as
+    ``F.interpolate(mode="nearest")`` (the source pixel of output ``i`` is
+    ``floor(i * H / size)``), dtype kept."""
+    lead = labels.shape[:-2]
+    flat = labels.reshape(-1, 1, *labels.shape[-2:]).float()
+    out = F.interpolate(flat, size=(size, size), mode="nearest")
+    return out.reshape(*lead, size, size).to(labels.dtype)
+
+
 class Normalize:
     """``(image - mean) / std`` per channel; labels unchanged."""
 
@@ -330,6 +366,12 @@ def train_transform(size: int, scale: tuple[float, float] = (0.9, 1.1),
 def test_transform(size: int) -> Compose:
     """The authors' evaluation transform: :class:`TestResize` then :class:`Normalize`."""
     return Compose([TestResize(size), Normalize()])
+
+
+def hsnet_test_transform(size: int = 400) -> Compose:
+    """HSNet's evaluation transform: :class:`StretchResize` to ``size x size`` (400 in HSNet)
+    then :class:`Normalize` (HSNet's ``ToTensor`` + ``Normalize`` with the same statistics)."""
+    return Compose([StretchResize(size), Normalize()])
 
 
 # Not a test for pytest to collect.

@@ -9,6 +9,9 @@ Examples::
         --checkpoint 'weights/pascal/split{fold}/resnet50/best.pth' --folds 0 1 2 3
     msanet-eval --checkpoint checkpoints/toy/fold0/msanet_1shot.pth --feature-cache 512
 
+    msanet-eval --checkpoint best.pth --protocol hsnet      # HSNet's 400 x 400, seed 0
+    msanet-eval --checkpoint best.pth --lists lists/pascal/fss_list   # the authors' val lists
+
 ``{fold}`` in ``--checkpoint`` is replaced by each fold (a model is trained per fold).
 Prints, per fold, a table over seeds (mIoU, FB-IoU, pIoU, the meta-only "_m" scores and
 the base learner's mIoU), then the mean over folds.
@@ -150,14 +153,36 @@ def build_model(args: argparse.Namespace, path: Path) -> tuple[nn.Module, dict]:
     return model, ckpt["train_config"]
 
 
-def build_dataset(benchmark: str, root: str | None, fold: int, shots: int,
-                  test_size: int | None = None) -> Any:
-    """The fold's validation episodes (``FewShotDataset(split="val")``) at ``test_size``."""
-    from msanet_lib.data.datasets import FewShotDataset
+# The named protocols: the authors' (BAM/MSANet test.py) and HSNet's (docs/protocol.md says
+# which of HSNet's choices --protocol hsnet reproduces and which not).
+PROTOCOLS: dict[str, dict[str, Any]] = {
+    "authors": {"seeds": list(SEEDS), "test_size": None},  # None: 473 / 641 / toy 128
+    "hsnet": {"seeds": [0], "test_size": 400},             # utils.fix_randseed(0); img_size 400
+}
 
+
+def build_dataset(benchmark: str, root: str | None, fold: int, shots: int,
+                  test_size: int | None = None, *, protocol: str = "authors",
+                  lists: str | None = None, base_annotations: str | None = None) -> Any:
+    """The fold's validation episodes (``FewShotDataset(split="val")``) at ``test_size``.
+
+    ``protocol="hsnet"`` stretches images and labels to ``test_size x test_size`` and scores
+    against the label nearest-resized to that size; ``lists`` is the authors' fss_list folder
+    (its ``val/`` files are read); ``base_annotations`` their base-label folder.
+    """
+    from msanet_lib.data.datasets import FewShotDataset
+    from msanet_lib.data.lists import authors_list_dir
+    from msanet_lib.data.transforms import hsnet_test_transform
+
+    list_dir = authors_list_dir(lists, "val", fold, "--lists") if lists is not None else None
+    hsnet = protocol == "hsnet"
+    size = test_size or (PROTOCOLS["hsnet"]["test_size"] if hsnet else None)
     # progress: the first use of a real benchmark scans every label once (cached afterwards).
     return FewShotDataset(root, benchmark=benchmark, fold=fold, split="val", shots=shots,
-                          image_size=test_size, progress=True)
+                          image_size=size, progress=True, list_dir=list_dir,
+                          base_data_root=base_annotations,
+                          transform=hsnet_test_transform(size) if hsnet else None,
+                          score_size=size if hsnet else None)
 
 
 def trained_size(train_config: dict[str, Any]) -> int | None:
@@ -189,11 +214,26 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                    help="dataset folder (default: data/ or $MSANET_DATA)")
     p.add_argument("--folds", type=int, nargs="+", default=None,
                    help="default: the checkpoint's fold, else 0")
+    p.add_argument("--protocol", choices=tuple(PROTOCOLS), default="authors",
+                   help="authors (default): BAM/MSANet test.py, long side to the test size, "
+                        "scored at the original label size, 5 seeds; hsnet: HSNet's test.py "
+                        "choices, both sides to 400 (aspect ratio not kept), scored against the "
+                        "label nearest-resized to 400 x 400, seed 0 (docs/protocol.md)")
     p.add_argument("--test-size", type=int, default=None,
                    help="square test canvas in pixels (default: the authors' 473 for PASCAL, 641 "
-                        "for COCO; 128 for toy); the training size is shown beside it")
+                        "for COCO; 128 for toy; 400 with --protocol hsnet); the training size "
+                        "is shown beside it")
     p.add_argument("--episodes", type=int, default=EPISODES)
-    p.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS))
+    p.add_argument("--seeds", type=int, nargs="+", default=None,
+                   help="one evaluation per seed (default: the protocol's, "
+                        f"{' '.join(map(str, SEEDS))} for authors, 0 for hsnet)")
+    p.add_argument("--lists", default=None, metavar="DIR",
+                   help="the authors' fss_list folder: its val/data_list_<fold>.txt and "
+                        "sub_class_file_list_<fold>.txt are the queries and supports (default: "
+                        "the checkpoint's data.lists, else lists built from the dataset)")
+    p.add_argument("--base-annotations", default=None, metavar="DIR",
+                   help="the authors' base labels (<DIR>/val/<fold>/) for the base learner's "
+                        "mIoU (default: the checkpoint's data.base_annotations, else remapped)")
     p.add_argument("--fast", action="store_true",
                    help=f"quick check: {FAST_EPISODES} episodes, first seed only "
                         "(also MSANET_FAST=1)")
@@ -221,6 +261,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--json", type=Path, default=None, help="write all results to this file")
     p.add_argument("--debug", action="store_true", help="show the traceback of an error")
     return p.parse_args(argv)
+
+
+def protocol_note(protocol: str, seeds_given: bool) -> str:
+    """The header's words for the protocol in use."""
+    if protocol == "hsnet":
+        note = ("HSNet protocol: stretched to a square, scored against the nearest-resized "
+                "label (HSNet's fixed pair list is not reproduced")
+        return note + ("; --seeds instead of its seed 0)" if seeds_given else ")")
+    return "authors' protocol: long side resized, scored at the original label size"
 
 
 def _fmt(value: float) -> str:
@@ -267,9 +316,20 @@ def check_args(args: argparse.Namespace) -> None:
         raise ValueError(f"--json {args.json} is a folder; pass a file name.")
 
 
+def data_options(args: argparse.Namespace, train_config: dict[str, Any]) -> dict[str, Any]:
+    """``build_dataset``'s protocol and list options: the flags, else what the checkpoint was
+    trained with (its config's ``data:`` section), else the defaults."""
+    data = train_config.get("data") or {}
+    base = args.base_annotations or data.get("base_annotations")
+    return {"protocol": args.protocol, "lists": args.lists or data.get("lists"),
+            "base_annotations": None if base in (None, "on_the_fly") else base}
+
+
 def run(args: argparse.Namespace) -> int:
     check_args(args)
-    episodes, seeds = args.episodes, list(args.seeds)
+    seeds_given = args.seeds is not None
+    episodes = args.episodes
+    seeds = list(args.seeds) if seeds_given else list(PROTOCOLS[args.protocol]["seeds"])
     if args.fast or fast_mode():
         episodes, seeds = min(episodes, FAST_EPISODES), seeds[:1]
     device = select_device(args.device)
@@ -291,11 +351,16 @@ def run(args: argparse.Namespace) -> int:
         fold_used = fold if fold is not None else int(train_config.get("fold") or 0)
         shots = int(model.config.shots)
         root = args.data_root or train_config.get("data_root")
-        dataset = build_dataset(benchmark, root, fold_used, shots, args.test_size)
+        options = data_options(args, train_config)
+        dataset = build_dataset(benchmark, root, fold_used, shots, args.test_size, **options)
         trained = trained_size(train_config)
         print(f"== {benchmark} fold {fold_used}, {shots}-shot, {path} ({episodes} episodes x "
               f"{len(seeds)} seeds on {device}); test size {dataset.image_size} px, trained at "
-              f"{f'{trained} px' if trained else 'an unrecorded size'}", file=sys.stderr)
+              f"{f'{trained} px' if trained else 'an unrecorded size'}; "
+              f"{protocol_note(args.protocol, seeds_given)}; val lists: "
+              f"{options['lists'] or 'built from the dataset'}; trained with the "
+              f"{(train_config.get('data') or {}).get('regime', 'unrecorded')} regime",
+              file=sys.stderr)
         result = evaluate(
             model, dataset, episodes, seeds, device, args.amp,
             channels_last=args.channels_last, fold_bn=args.fold_bn,
@@ -304,6 +369,8 @@ def run(args: argparse.Namespace) -> int:
         )
         result.benchmark, result.fold, result.shots = benchmark, fold_used, shots
         result.info["checkpoint"] = str(path)
+        result.info.update(protocol=args.protocol, test_size=dataset.image_size,
+                           lists=options["lists"], base_annotations=options["base_annotations"])
         results[fold_used] = result
         if result.info.get("feature_cache"):
             print(CacheStats.from_dict(result.info["feature_cache"]).summary(), file=sys.stderr)

@@ -8,6 +8,9 @@ Examples::
     msanet-train --stage pretrain --out runs/toy/stage0   # stage 0 (shipped: no need to run)
     msanet-train --resume                          # continue an interrupted run
     msanet-train --set meta.epochs=3 --set runtime.workers=0
+    msanet-train --config pascal_resnet50 --fold 1 --regime pfenet   # = --set data.regime=pfenet
+    msanet-train --config pascal_resnet50 --lists lists/pascal/fss_list \
+        --base-annotations data/base_annotation/pascal          # the authors' list and label files
     torchrun --nproc_per_node=4 -m msanet_lib.training --config coco_resnet50 --fold 1
 
 The toy data are generated on first use. Ctrl-C (or SIGTERM) saves ``last.pth`` at the next
@@ -52,6 +55,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="NHWC memory format (faster convolutions on recent GPUs/CPUs)")
     p.add_argument("--compile", action="store_true", default=None, help="torch.compile the model")
     p.add_argument("--workers", type=int, help="DataLoader worker processes")
+    p.add_argument("--regime", choices=("bam", "pfenet"),
+                   help="training episode lists: bam drops images showing a novel class (BAM's "
+                        "lists, MSANet's default), pfenet keeps them with novel pixels as "
+                        "background (data.regime)")
+    p.add_argument("--lists", metavar="DIR",
+                   help="the authors' fss_list folder (train/ and val/ with data_list_<fold>.txt "
+                        "and sub_class_file_list_<fold>.txt), read as given instead of building "
+                        "the lists (data.lists)")
+    p.add_argument("--base-annotations", metavar="DIR",
+                   help="the authors' pre-generated base labels (<DIR>/{train,val}/<fold>/), or "
+                        "on_the_fly (default: remap the labels; data.base_annotations)")
     p.add_argument("--out", help="output folder (default runs/<config name>/fold<f>)")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --out: finished stages are skipped, an "
@@ -77,6 +91,10 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
         runtime["progress"] = False
     if runtime:
         over["runtime"] = runtime
+    data = {k: getattr(args, k) for k in ("regime", "lists", "base_annotations")
+            if getattr(args, k) is not None}
+    if data:
+        over["data"] = data
     for text in args.set:
         over = deep_merge(over, parse_override(text))
     return over

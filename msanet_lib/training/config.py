@@ -8,11 +8,20 @@ A config file (``msanet_lib/configs/<name>.yaml``) has one section per concern:
 - ``pretrain``: stage 0, the toy world's generic pretraining (:class:`PretrainStageConfig`);
 - ``base``: stage 1, the PSPNet base learner (:class:`BaseStageConfig`);
 - ``meta``: stage 2, MSANet meta-training (:class:`MetaStageConfig`);
+- ``data``: which episode lists and base labels the datasets read (:class:`DataConfig`);
 - ``runtime``: device, mixed precision, workers, logging (:class:`RuntimeConfig`).
 
 Two keys are handled by the loader and are not fields: ``extends: <name or path>`` deep-merges the
 file onto another one (so ``pascal_resnet101.yaml`` only states what differs from
 ``pascal_resnet50.yaml``), and ``fast: {...}`` is a nested override applied when ``MSANET_FAST=1``.
+
+Per-fold values. ``base.epochs``, ``meta.epochs`` and ``meta.stop_interval`` may be a mapping
+from each fold 0..3 to a value (the authors ship one file per fold, and some folds train longer:
+``epochs: {0: 200, 1: 500, 2: 500, 3: 500}`` in ``pascal_resnet50.yaml``). The loader picks the
+fold's value once the fold is known (after ``--fold`` and ``--set``), so the sections always hold
+plain numbers; the mapping it came from is kept in :attr:`TrainConfig.per_fold` (written with the
+config into ``config.yaml``, the checkpoints and ``done.json``). ``--set meta.epochs=3`` replaces
+the mapping, ``--set meta.epochs.1=300`` changes one fold.
 
 Every key is checked on load: an unknown key or a value of the wrong type raises
 :class:`ConfigError` naming the key (``meta.base_lr``) and the expected type.
@@ -130,6 +139,27 @@ class MetaStageConfig:
 
 
 @dataclass
+class DataConfig:
+    """Which images episodes come from and where base labels come from (fss-field §2.8, §3.2).
+
+    ``regime`` decides which training images the built episode lists keep
+    (:mod:`msanet_lib.data.lists`): ``"bam"`` drops every image that shows a novel class (BAM's
+    ``filter_intersection``, the lists MSANet trains on); ``"pfenet"`` keeps them with novel
+    pixels as background (PFENet, HSNet; about 3 mIoU lower on PASCAL). Validation lists are the
+    same under both. Stage 1 reads every image of the split, as BAM's ``train_base.py``.
+    """
+
+    regime: Literal["bam", "pfenet"] = "bam"
+    lists: str | None = None              # None = build the episode lists from the dataset
+                                          # (cached, `msanet-data build-lists`); a folder = the
+                                          # authors' fss_list: <lists>/{train,val}/data_list_<f>.txt
+                                          # and sub_class_file_list_<f>.txt, read as they are
+    base_annotations: str = "on_the_fly"  # "on_the_fly" = base labels remapped from the labels;
+                                          # a folder = the authors' pre-generated PNGs in
+                                          # <folder>/{train,val}/<fold>/<label name>
+
+
+@dataclass
 class RuntimeConfig:
     """How and where to run; never changes the recipe (except through AMP precision)."""
 
@@ -164,7 +194,11 @@ class TrainConfig:
     pretrain: PretrainStageConfig = field(default_factory=PretrainStageConfig)
     base: BaseStageConfig = field(default_factory=BaseStageConfig)
     meta: MetaStageConfig = field(default_factory=MetaStageConfig)
+    data: DataConfig = field(default_factory=DataConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    # A record, filled by the loader: "section.key" -> {"<fold>": value} for every key the
+    # config gave per fold. The value in use is the section's; this says where it came from.
+    per_fold: dict[str, dict[str, int]] = field(default_factory=dict)
 
     def model_config(self) -> MSANetConfig:
         """The MSANetConfig to build, with ``shots`` taken from the top level."""
@@ -202,6 +236,11 @@ class TrainConfig:
                               "or null for every val image.")
         if self.runtime.workers < 0:
             raise ConfigError("runtime.workers must be >= 0.")
+        for key in ("lists", "base_annotations"):
+            if getattr(self.data, key) in ("", "null", "None"):
+                raise ConfigError(f"data.{key}={getattr(self.data, key)!r}: give a folder"
+                                  + (", or null to build the lists from the dataset."
+                                     if key == "lists" else ", or on_the_fly."))
         if self.runtime.micro_batch_size is not None and self.runtime.micro_batch_size < 1:
             raise ConfigError(f"runtime.micro_batch_size={self.runtime.micro_batch_size} must be "
                               ">= 1, or null to forward each process's whole share at once.")
@@ -233,6 +272,13 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
             raise ConfigError(f"config key '{key}' expects a mapping ({tp.__name__}), "
                               f"got {type(value).__name__} {value!r}.")
         return from_dict(tp, value, prefix=key)
+    if origin is dict:
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"config key '{key}' expects a mapping, got "
+                              f"{type(value).__name__} {value!r}.")
+        key_tp, value_tp = typing.get_args(tp)
+        return {_convert(str(k) if key_tp is str else k, key_tp, f"{key}.{k}"):
+                _convert(v, value_tp, f"{key}.{k}") for k, v in value.items()}
     if origin is Literal:
         choices = typing.get_args(tp)
         if value not in choices:
@@ -267,6 +313,15 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
                       f"got {type(value).__name__} {value!r}.")
 
 
+def _elsewhere(cls: type, key: str, prefix: str) -> str:
+    """``" (did you mean 'data.regime'?)"`` when ``key`` is a field of a section of ``cls``."""
+    hints = typing.get_type_hints(cls)
+    found = [f"'{prefix + '.' if prefix else ''}{f.name}.{key}'" for f in dataclasses.fields(cls)
+             if dataclasses.is_dataclass(hints[f.name])
+             and key in {g.name for g in dataclasses.fields(hints[f.name])}]
+    return f" (did you mean {' or '.join(found)}?)" if found else ""
+
+
 def from_dict(cls: type, data: Mapping[str, Any], prefix: str = "") -> Any:
     """Build the dataclass ``cls`` from ``data``, rejecting unknown keys and wrong types."""
     hints = typing.get_type_hints(cls)
@@ -275,7 +330,8 @@ def from_dict(cls: type, data: Mapping[str, Any], prefix: str = "") -> Any:
     for key, value in data.items():
         full = f"{prefix}.{key}" if prefix else str(key)
         if key not in names:
-            raise ConfigError(f"unknown config key '{full}'. Valid keys here: {', '.join(names)}.")
+            raise ConfigError(f"unknown config key '{full}'{_elsewhere(cls, key, prefix)}. "
+                              f"Valid keys here: {', '.join(names)}.")
         kwargs[key] = _convert(value, hints[key], full)
     return cls(**kwargs)
 
@@ -335,7 +391,11 @@ def load_raw(name_or_path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str
 
 
 def parse_override(text: str) -> dict[str, Any]:
-    """``"meta.epochs=3"`` -> ``{"meta": {"epochs": 3}}``; the value is parsed as YAML."""
+    """``"meta.epochs=3"`` -> ``{"meta": {"epochs": 3}}``; the value is parsed as YAML.
+
+    A part made of digits is a fold: ``"meta.epochs.1=300"`` -> ``{"meta": {"epochs": {1: 300}}}``
+    (an int key, as YAML reads ``1: 500`` in a file, so that it replaces that fold's value).
+    """
     if "=" not in text:
         raise ConfigError(f"override {text!r} must look like section.key=value, e.g. meta.epochs=3.")
     dotted, raw = text.split("=", 1)
@@ -343,9 +403,61 @@ def parse_override(text: str) -> dict[str, Any]:
     out: dict[str, Any] = {}
     node = out
     parts = dotted.strip().split(".")
-    for part in parts[:-1]:
+    keys: list[str | int] = [int(part) if part.isdigit() else part for part in parts]
+    for part in keys[:-1]:
         node = node.setdefault(part, {})
-    node[parts[-1]] = value
+    node[keys[-1]] = value
+    return out
+
+
+# Keys that may be given per fold ({fold: value}); every other value is one for all folds.
+PER_FOLD_KEYS: tuple[tuple[str, str], ...] = (
+    ("base", "epochs"), ("meta", "epochs"), ("meta", "stop_interval"))
+NUM_FOLDS = 4
+
+
+def resolve_per_fold(data: dict[str, Any]) -> dict[str, Any]:
+    """Replace each per-fold mapping of :data:`PER_FOLD_KEYS` in the merged config ``data``
+    by the value of ``data["fold"]`` and record the mapping in ``data["per_fold"]``.
+
+    A mapping must give every fold 0..3 (a typo in one fold's file would otherwise only show
+    when that fold is trained). Keys may be ints or digit strings (JSON turns ints to strings).
+
+    Raises:
+        ConfigError: a fold missing from a mapping or an unknown fold (the message names the
+            key). A mapping given for another key is reported by :func:`from_dict`.
+    """
+    fold = data.get("fold", TrainConfig.fold)
+    if not isinstance(fold, int) or isinstance(fold, bool):
+        return data  # from_dict reports the wrong type of 'fold'
+    record: dict[str, dict[str, int]] = {}
+    out = dict(data)
+    for section, key in PER_FOLD_KEYS:
+        sec = out.get(section)
+        if not isinstance(sec, Mapping) or not isinstance(sec.get(key), Mapping):
+            continue
+        table: dict[int, Any] = {}
+        for k, v in sec[key].items():  # later entries win: an override "1" after a file's 1
+            if not (isinstance(k, int) or (isinstance(k, str) and k.isdigit())) or \
+                    not 0 <= int(k) < NUM_FOLDS:
+                raise ConfigError(f"config key '{section}.{key}' maps folds to values; "
+                                  f"{k!r} is not a fold 0..{NUM_FOLDS - 1}.")
+            table[int(k)] = v
+        missing = [f for f in range(NUM_FOLDS) if f not in table]
+        if missing:
+            raise ConfigError(
+                f"config key '{section}.{key}' gives no value for fold(s) "
+                f"{', '.join(map(str, missing))}: give every fold 0..{NUM_FOLDS - 1} "
+                f"({section}.{key}: {{0: N, 1: N, 2: N, 3: N}}) or one number for all.")
+        if not 0 <= fold < NUM_FOLDS:  # the same message as validate()
+            raise ConfigError(f"fold={fold}: folds are 0..{NUM_FOLDS - 1}.")
+        values = {f: _convert(table[f], int, f"{section}.{key}.{f}") for f in sorted(table)}
+        out[section] = {**sec, key: values[fold]}
+        record[f"{section}.{key}"] = {str(f): v for f, v in values.items()}
+    if record:
+        out["per_fold"] = record
+    else:
+        out.pop("per_fold", None)
     return out
 
 
@@ -372,6 +484,8 @@ def load_config(
         data = deep_merge(data, fast_section)
     if overrides:
         data = deep_merge(data, overrides)
+    data.pop("per_fold", None)  # a record the loader writes, never an input
+    data = resolve_per_fold(data)
     model = data.get("model")
     if isinstance(model, Mapping) and "shots" in model:
         raise ConfigError("config key 'model.shots' is set from the top-level 'shots'; "

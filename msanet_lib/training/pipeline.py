@@ -34,8 +34,9 @@ from msanet_lib.utils import REPO_ROOT
 
 STAGES = ("base", "meta")          # what ``stage="both"`` runs
 ALL_STAGES = ("pretrain", *STAGES)
-# keys that may change between an interrupted run and its resumption
-_RUNTIME_ONLY = ("runtime", "out")
+# keys that may change between an interrupted run and its resumption; ``per_fold`` only says
+# where a value came from (the values in use are compared in their sections)
+_RUNTIME_ONLY = ("runtime", "out", "per_fold")
 
 
 def run_dir(cfg: TrainConfig) -> Path:
@@ -77,6 +78,15 @@ def _check_same_recipe(saved: dict[str, Any], cfg: TrainConfig, stage: str, wher
             diffs.append(f"{section}: {va!r} -> {vb!r}")
     raise ValueError(f"{where} was trained with another config ({'; '.join(diffs[:6])}). "
                      "Resume with the same config, or choose another --out.")
+
+
+def per_fold_note(cfg: TrainConfig, stage: str) -> str:
+    """`` (fold 1 of meta.epochs {0: 200, 1: 500, ...})`` for each value of ``stage`` that the
+    config gave per fold, else ``""``: the run header says which table a number came from."""
+    parts = [f"{key} = {getattr(getattr(cfg, stage), key.split('.', 1)[1])} for fold {cfg.fold} "
+             f"of {{{', '.join(f'{f}: {v}' for f, v in table.items())}}}"
+             for key, table in cfg.per_fold.items() if key.startswith(f"{stage}.")]
+    return f" ({'; '.join(parts)})" if parts else ""
 
 
 def _prepare_stage_dir(cfg: TrainConfig, stage: str, resume: bool, overwrite: bool,
@@ -166,7 +176,8 @@ def run_stage(
         notes = ", ".join(f"{k}: {v}" for k, v in spec.notes.items())
         print(f"[{stage}] {cfg.name} fold {cfg.fold} {cfg.shots}-shot on {ctx.device} "
               f"(x{ctx.world_size}) | {trainer.iters_per_epoch} it/epoch x {recipe.epochs} "
-              f"epochs | {trainer.plan.describe()} | {notes} | -> {folder}")
+              f"epochs{per_fold_note(cfg, stage)} | {trainer.plan.describe()} | {notes} | "
+              f"-> {folder}")
     result: StageResult = trainer.fit(resume=resume_from, stop_at_iteration=stop_at_iteration)
     summary = {
         "stage": stage, "best_miou": result.best_score, "best_epoch": result.best_epoch,

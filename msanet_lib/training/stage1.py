@@ -24,7 +24,7 @@ from msanet_lib.evaluation.metrics import MultiClassIoU
 from msanet_lib.evaluation.protocol import rank_batches
 from msanet_lib.model.pspnet import PSPNet
 from msanet_lib.training.config import TrainConfig
-from msanet_lib.training.data import base_class_dataset
+from msanet_lib.training.data import base_class_dataset, base_labels_note
 from msanet_lib.training.distributed import DistContext
 from msanet_lib.training.engine import Recipe, StageSpec, StepOutput, autocast, parameters_of
 
@@ -103,7 +103,8 @@ def build_base_stage(cfg: TrainConfig, device: torch.device, amp: str = "none",
         name="base", model=model, param_groups=groups, train_set=train_set, step=step,
         validate=validate, train_mode=train_mode, model_config=cfg.model_config().__dict__,
         collate=collate_episodes, sync_batchnorm=True,
-        notes={"init": init_note, "train_images": len(train_set), "val_images": len(val_set)})
+        notes={"init": init_note, "train_images": len(train_set), "val_images": len(val_set),
+               "base labels": base_labels_note(cfg)})
     recipe = Recipe(epochs=b.epochs, batch_size=b.batch_size, base_lr=b.base_lr,
                     index_split=b.index_split, scale_lr=b.scale_lr, power=b.power,
                     momentum=b.momentum, weight_decay=b.weight_decay,

@@ -26,7 +26,7 @@ from msanet_lib.evaluation.protocol import evaluate
 from msanet_lib.model.msanet import MSANet
 from msanet_lib.training.checkpoint import EXPORT_FORMAT, FORMAT, clean_state_dict
 from msanet_lib.training.config import TrainConfig
-from msanet_lib.training.data import episode_dataset
+from msanet_lib.training.data import base_labels_note, episode_dataset, lists_note
 from msanet_lib.training.distributed import DistContext
 from msanet_lib.training.engine import Recipe, StageSpec, StepOutput
 
@@ -153,7 +153,8 @@ def build_meta_stage(
         model_config=dict(cfg.model_config().__dict__),
         find_unused_parameters=m.find_unused_parameters,
         frozen_buffers=cfg.model.fix_bn,
-        notes={"init": note, "train_episodes": len(train_set), "val_images": len(val_set)})
+        notes={"init": note, "train_episodes": len(train_set), "val_images": len(val_set),
+               "lists": lists_note(cfg), "base labels": base_labels_note(cfg)})
     recipe = Recipe(epochs=m.epochs, batch_size=m.batch_size, base_lr=m.base_lr,
                     index_split=m.index_split, scale_lr=m.scale_lr, power=m.power,
                     momentum=m.momentum, weight_decay=m.weight_decay,

@@ -92,6 +92,26 @@ def test_default_transforms_give_square_tensors(fake_voc):
     assert (ep["query_mask"][:, 40:] == 255).all()  # 48 wide -> 40 wide, pasted top-left
 
 
+def test_hsnet_protocol_items_are_stretched_and_scored_at_that_size(fake_voc):
+    from msanet_lib.data.transforms import hsnet_test_transform, nearest_resize
+
+    root = fake_voc(TRAIN, VAL)
+    authors = FewShotDataset(root, "pascal", 0, "val", 1, transform=RAW, min_pixels=100)
+    hsnet = FewShotDataset(root, "pascal", 0, "val", 1, min_pixels=100,
+                           transform=hsnet_test_transform(64), score_size=64)
+    a, h = authors[2], hsnet[2]
+    assert a["query_name"] == h["query_name"] and a["class_id"] == h["class_id"]
+    assert h["query_img"].shape == (3, 64, 64) and h["support_imgs"].shape == (1, 3, 64, 64)
+    # 40 x 48 -> 64 x 64: the label is nearest-resized (no 255 padding), and the label the
+    # protocol scores against is that same 64 x 64 label, not the original 40 x 48 one
+    assert torch.equal(h["query_mask"], nearest_resize(a["query_raw_label"], 64))
+    assert torch.equal(h["query_raw_label"], h["query_mask"])
+    assert torch.equal(h["query_raw_base_label"], nearest_resize(a["query_raw_base_label"], 64))
+    assert a["query_raw_label"].shape == (40, 48)
+    with pytest.raises(ValueError, match="score_size=0"):
+        FewShotDataset(root, "pascal", 0, "val", 1, min_pixels=100, score_size=0)
+
+
 def test_base_class_dataset(fake_voc):
     root = fake_voc(TRAIN, VAL)
     ds = BaseClassDataset(root, "pascal", 0, "val", transform=RAW)

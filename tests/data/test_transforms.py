@@ -15,8 +15,11 @@ from msanet_lib.data.transforms import (
     RandomHorizontalFlip,
     RandRotate,
     RandScale,
+    StretchResize,
     TestResize,
     gaussian_blur,
+    hsnet_test_transform,
+    nearest_resize,
     rotate_pair,
     test_transform,
     train_transform,
@@ -107,6 +110,45 @@ def test_test_resize_sizes_and_padding():
     assert torch.allclose(img[:, 400, 10], pad) and torch.allclose(img[:, 10, 472], pad)
     inside = (100.0 - torch.tensor(IMAGENET_MEAN)) / torch.tensor(IMAGENET_STD)
     assert torch.allclose(img[:, 100, 100], inside, atol=1e-5)
+
+
+def test_hsnet_stretch_resize_by_hand():
+    """HSNet: both sides to the size (aspect ratio not kept), labels nearest, no padding."""
+    label = torch.tensor([[1, 1, 2, 2],
+                          [3, 3, 255, 0]])  # 2 x 4
+    # nearest takes source row floor(i * 2 / 4) and column floor(j * 4 / 4) for output (i, j)
+    assert nearest_resize(label, 4).tolist() == [[1, 1, 2, 2],
+                                                [1, 1, 2, 2],
+                                                [3, 3, 255, 0],
+                                                [3, 3, 255, 0]]
+    tall = torch.arange(6)[:, None].repeat(1, 3)  # 6 x 3, row i holds i
+    assert nearest_resize(tall, 3).tolist() == [[0, 0, 0], [2, 2, 2], [4, 4, 4]]
+    assert nearest_resize(label[None], 4).shape == (1, 4, 4)  # (L, H, W) kept as a stack
+    image = np.full((2, 4, 3), 100.0, np.float32)
+    img, lab = hsnet_test_transform(4)(image, label.numpy(), np.random.default_rng(0))
+    assert img.shape == (3, 4, 4) and lab.shape == (1, 4, 4)
+    assert torch.equal(lab[0], nearest_resize(label, 4))
+    # every pixel is image (a constant stays constant), unlike the authors' padded canvas
+    inside = (100.0 - torch.tensor(IMAGENET_MEAN)) / torch.tensor(IMAGENET_STD)
+    assert torch.allclose(img, inside[:, None, None].expand(3, 4, 4), atol=1e-5)
+    _, authors = test_transform(16)(np.full((8, 16, 3), 100.0, np.float32),
+                                    np.ones((8, 16), np.int64), None)
+    assert (authors[0, 8:] == 255).all()  # the authors keep the ratio and pad with 255
+    _, stretched = StretchResize(16)(torch.full((3, 8, 16), 100.0), torch.ones(1, 8, 16).long())
+    assert (stretched == 1).all()
+    # the image as HSNet's torchvision Resize on a PIL image (PIL's bilinear filter, which
+    # widens when shrinking): within PIL's rounding to uint8, shrinking and enlarging
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for h, w, size in ((8, 8, 4), (5, 7, 4), (37, 23, 16), (6, 9, 20)):
+        pixels = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        pil = np.asarray(Image.fromarray(pixels).resize((size, size), Image.BILINEAR))
+        ours, _ = StretchResize(size)(torch.from_numpy(pixels).permute(2, 0, 1).float(),
+                                      torch.zeros(1, h, w, dtype=torch.long))
+        assert np.abs(ours.permute(1, 2, 0).numpy() - pil).max() <= 1.0, (h, w, size)
+    with pytest.raises(ValueError, match="must be >= 1"):
+        StretchResize(0)
 
 
 def test_train_transform_is_deterministic_given_rng_and_joint():

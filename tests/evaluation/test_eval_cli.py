@@ -50,7 +50,7 @@ def checkpoint(tmp_path: Path) -> Path:
 def test_eval_cli_prints_tables_and_writes_json(checkpoint, tmp_path, monkeypatch, capsys) -> None:
     calls = []
 
-    def fake_dataset(benchmark, root, fold, shots, test_size):
+    def fake_dataset(benchmark, root, fold, shots, test_size, **options):
         calls.append((benchmark, fold, shots))
         return TinyEpisodes()
 
@@ -125,7 +125,7 @@ def test_eval_cli_reads_an_authors_checkpoint(tmp_path, monkeypatch, capsys) -> 
     path = tmp_path / "train_epoch_3_0.5.pth"
     torch.save({"state_dict": {f"module.{k}": v for k, v in model.state_dict().items()},
                 "epoch": 3}, path)
-    monkeypatch.setattr(cli, "build_dataset", lambda *a: TinyEpisodes())
+    monkeypatch.setattr(cli, "build_dataset", lambda *a, **k: TinyEpisodes())
     args = ["--checkpoint", str(path), "--authors", "--backbone", "resnet_toy", "--shots", "1",
             "--episodes", "2", "--seeds", "1", "--device", "cpu"]
     # Without --benchmark the authors' file would silently be scored on the toy benchmark.
@@ -168,7 +168,7 @@ def test_eval_cli_reads_a_training_export(tmp_path, monkeypatch, capsys) -> None
                                 "meta": {"image_size": 97}})
     calls = []
     monkeypatch.setattr(cli, "build_dataset",
-                        lambda *a: calls.append(a) or TinyEpisodes())
+                        lambda *a, **k: calls.append(a) or TinyEpisodes())
     code = cli.main(["--checkpoint", str(path), "--episodes", "2", "--seeds", "1",
                      "--device", "cpu", "--test-size", "97"])
     err = capsys.readouterr().err
@@ -185,3 +185,87 @@ def test_evaluation_copy_flags() -> None:
     off = cli.parse_args(["--checkpoint", "x.pth", "--no-fold-bn", "--no-channels-last"])
     assert not off.fold_bn and off.channels_last is False
     assert cli.parse_args(["--checkpoint", "x.pth", "--channels-last"]).channels_last is True
+
+
+def test_protocol_option_through_the_command(checkpoint, tmp_path, monkeypatch, capsys) -> None:
+    calls = []
+
+    def fake_dataset(benchmark, root, fold, shots, test_size, **options):
+        calls.append((test_size, options))
+        return TinyEpisodes()
+
+    monkeypatch.setattr(cli, "build_dataset", fake_dataset)
+    out = tmp_path / "res.json"
+    base = ["--checkpoint", str(checkpoint), "--episodes", "2", "--device", "cpu",
+            "--json", str(out)]
+    assert cli.main([*base, "--protocol", "hsnet"]) == 0
+    err = capsys.readouterr().err
+    assert calls[-1] == (None, {"protocol": "hsnet", "lists": None, "base_annotations": None})
+    assert "HSNet protocol: stretched to a square" in err and "pair list is not" in err
+    fold = json.loads(out.read_text())["folds"]["0"]
+    assert [s["seed"] for s in fold["seeds"]] == [0]  # HSNet's utils.fix_randseed(0)
+    assert fold["info"]["protocol"] == "hsnet"
+    # an explicit --seeds wins and the header says it departs from HSNet's single seed
+    assert cli.main([*base, "--protocol", "hsnet", "--seeds", "3", "4"]) == 0
+    assert "--seeds instead of its seed 0" in capsys.readouterr().err
+    assert [s["seed"] for s in json.loads(out.read_text())["folds"]["0"]["seeds"]] == [3, 4]
+    # the authors' protocol stays the default, with their five seeds
+    assert cli.parse_args(["--checkpoint", "x.pth"]).protocol == "authors"
+    assert cli.PROTOCOLS["authors"]["seeds"] == [510, 365, 382, 322, 988]
+    assert cli.main([*base, "--seeds", "1"]) == 0
+    assert calls[-1][1]["protocol"] == "authors"
+    assert "authors' protocol" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli.parse_args(["--checkpoint", "x.pth", "--protocol", "pfenet"])
+
+
+def test_lists_and_base_annotations_default_to_the_checkpoints(tmp_path, monkeypatch,
+                                                               capsys) -> None:
+    from msanet_lib.training.checkpoint import export_model
+
+    config = MSANetConfig(backbone="resnet_toy")
+    data = {"regime": "pfenet", "lists": "lists/fss", "base_annotations": "base/pascal"}
+    path = export_model(tmp_path / "model.pth", stage="meta", model_config=vars(config),
+                        state_dict=MSANet(config).state_dict(),
+                        config={"benchmark": "toy", "fold": 1, "data": data})
+    calls = []
+    monkeypatch.setattr(cli, "build_dataset",
+                        lambda *a, **k: calls.append(k) or TinyEpisodes())
+    base = ["--checkpoint", str(path), "--episodes", "2", "--seeds", "1", "--device", "cpu"]
+    assert cli.main(base) == 0
+    assert calls[-1] == {"protocol": "authors", "lists": "lists/fss",
+                         "base_annotations": "base/pascal"}
+    assert "trained with the pfenet regime" in capsys.readouterr().err
+    assert cli.main([*base, "--lists", "mine", "--base-annotations", "b"]) == 0
+    assert calls[-1] == {"protocol": "authors", "lists": "mine", "base_annotations": "b"}
+
+
+def test_a_missing_list_folder_is_one_line(checkpoint, tmp_path, capsys) -> None:
+    code = cli.main(["--checkpoint", str(checkpoint), "--device", "cpu",
+                     "--lists", str(tmp_path / "fss_list")])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    assert err.startswith("msanet-eval: error: --lists ") and "val/data_list_0.txt" in err
+    assert "leave it out" in err
+
+
+@pytest.mark.slow
+def test_hsnet_protocol_on_a_real_benchmark(checkpoint, tmp_path, capsys) -> None:
+    """No fake: the toy benchmark's val episodes at 400 x 400, scored at 400 x 400."""
+    from msanet_lib.data.toy import ensure_toy_benchmark
+
+    root = ensure_toy_benchmark(tmp_path / "toy", sizes={"train": 16, "val": 32})
+    dataset = cli.build_dataset("toy", str(root), 1, 1, None, protocol="hsnet")
+    item = dataset[0]
+    assert item["query_img"].shape == (3, 400, 400)
+    assert item["query_raw_label"].shape == (400, 400)
+    assert torch.equal(item["query_raw_label"], item["query_mask"])
+    out = tmp_path / "res.json"
+    code = cli.main(["--checkpoint", str(checkpoint), "--data-root", str(root), "--folds", "1",
+                     "--protocol", "hsnet", "--episodes", "2", "--device", "cpu",
+                     "--json", str(out)])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert "test size 400 px" in err
+    info = json.loads(out.read_text())["folds"]["1"]["info"]
+    assert (info["protocol"], info["test_size"]) == ("hsnet", 400)

@@ -41,13 +41,15 @@ class NoIgnore(Dataset):
         return item
 
 
-def train(rank: int, world_size: int, port: int, cfg_dict: dict, out: str) -> None:
-    """Meta-train the tiny config on ``world_size`` gloo processes; rank 0 writes last.pth."""
+def train(rank: int, world_size: int, port: int, cfg_dict: dict, out: str,
+          device: str = "cpu") -> None:
+    """Meta-train the tiny config on ``world_size`` processes (gloo on the CPU, NCCL with
+    ``device="cuda"``, one GPU per rank); rank 0 writes last.pth."""
     if world_size > 1:
         os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
                           WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank))
         torch.set_num_threads(1)
-    ctx = init_distributed("cpu")
+    ctx = init_distributed(device)
     try:
         cfg = config_from_dict(cfg_dict)
         seed_all(cfg.seed)

@@ -58,7 +58,7 @@ def test_eval_json_on_a_full_disk(tmp_path: Path, monkeypatch, capsys) -> None:
     torch.save({"config": vars(config), "state_dict": MSANet(config).state_dict()}, path)
     from ..evaluation.test_eval_cli import TinyEpisodes
 
-    monkeypatch.setattr(eval_cli, "build_dataset", lambda *a: TinyEpisodes())
+    monkeypatch.setattr(eval_cli, "build_dataset", lambda *a, **k: TinyEpisodes())
     out = tmp_path / "res.json"
     real_fsync = os.fsync
 

@@ -117,3 +117,71 @@ def test_every_config_states_its_validation_budget(name: str) -> None:
         assert cfg.base.max_val_images is not None and cfg.base.max_val_images <= 10_000
     with pytest.raises(ConfigError, match="max_val_images"):
         load_config(name, {"base": {"max_val_images": 0}}, fast=False)
+
+
+# The authors' files differ per fold only here (MSANet config/pascal/pascal_split{0-3}_*.yaml;
+# every other key is the same in all four files of a backbone): (epochs, stop_interval).
+AUTHORS_PER_FOLD = {
+    "pascal_resnet50": [(200, 75), (500, 75), (500, 75), (500, 75)],
+    "pascal_resnet101": [(200, 75), (200, 75), (500, 150), (200, 75)],
+    "pascal_vgg16_bn": [(200, 75)] * 4,
+    "coco_resnet50": [(50, 75)] * 4,
+    "coco_resnet101": [(50, 75)] * 4,
+}
+
+
+@pytest.mark.parametrize("name", sorted(AUTHORS_PER_FOLD))
+def test_each_fold_gets_the_authors_epochs_and_stop_interval(name: str) -> None:
+    for fold, expected in enumerate(AUTHORS_PER_FOLD[name]):
+        cfg = load_config(name, {"fold": fold}, fast=False)
+        assert (cfg.meta.epochs, cfg.meta.stop_interval) == expected, (name, fold)
+        # the record says which table the number came from, and survives a round trip
+        assert config_from_dict(cfg.to_dict()) == cfg
+    assert load_config(name, fast=False).fold == 0  # the file's own fold
+
+
+def test_per_fold_record_and_command_line_overrides() -> None:
+    cfg = load_config("pascal_resnet50", {"fold": 2}, fast=False)
+    assert cfg.per_fold == {"meta.epochs": {"0": 200, "1": 500, "2": 500, "3": 500}}
+    assert cfg.to_dict()["per_fold"] == cfg.per_fold
+    # --set meta.epochs=3 replaces the table; --set meta.epochs.2=300 changes one fold
+    assert load_config("pascal_resnet50", {"fold": 2, **parse_override("meta.epochs=3")},
+                       fast=False).meta.epochs == 3
+    one = load_config("pascal_resnet50", {"fold": 2, **parse_override("meta.epochs.2=300")},
+                      fast=False)
+    assert one.meta.epochs == 300 and one.per_fold["meta.epochs"]["1"] == 500
+    # a string fold key (JSON) counts as that fold, not as a second entry
+    assert load_config("toy", {"fold": 1, "meta": {"epochs": {"0": 4, "1": 5, "2": 6, "3": 7}}},
+                       fast=False).meta.epochs == 5
+    # the loader writes the record; one given as input is ignored, not trusted
+    assert load_config("toy", {"per_fold": {"meta.epochs": {"0": 9}}}, fast=False).per_fold == {}
+
+
+def test_per_fold_tables_are_checked() -> None:
+    with pytest.raises(ConfigError, match=r"'meta\.epochs' gives no value for fold\(s\) 0, 2, 3"):
+        load_config("toy", {"meta": {"epochs": {1: 300}}}, fast=False)
+    with pytest.raises(ConfigError, match=r"'meta\.epochs' maps folds to values; 4 is not a fold"):
+        load_config("toy", {"meta": {"epochs": {0: 1, 1: 1, 2: 1, 3: 1, 4: 1}}}, fast=False)
+    with pytest.raises(ConfigError, match=r"'meta\.epochs\.3' expects int, got str 'many'"):
+        load_config("toy", {"meta": {"epochs": {0: 1, 1: 1, 2: 1, 3: "many"}}}, fast=False)
+    with pytest.raises(ConfigError, match=r"'meta\.base_lr' expects float"):
+        load_config("toy", {"meta": {"base_lr": {0: 1, 1: 1, 2: 1, 3: 1}}}, fast=False)
+    with pytest.raises(ConfigError, match=r"fold=5: folds are 0\.\.3"):
+        load_config("pascal_resnet50", {"fold": 5}, fast=False)
+    with pytest.raises(ConfigError, match=r"meta\.epochs=0 must be >= 1"):
+        load_config("toy", {"fold": 3, "meta": {"epochs": {0: 1, 1: 1, 2: 1, 3: 0}}}, fast=False)
+
+
+def test_data_section_and_its_errors() -> None:
+    cfg = load_config("pascal_resnet50", fast=False)
+    assert (cfg.data.regime, cfg.data.lists, cfg.data.base_annotations) == (
+        "bam", None, "on_the_fly")
+    pf = load_config("pascal_resnet50", parse_override("data.regime=pfenet"), fast=False)
+    assert pf.data.regime == "pfenet" and config_from_dict(pf.to_dict()) == pf
+    with pytest.raises(ConfigError, match=r"'data\.regime' expects one of 'bam' \| 'pfenet'"):
+        load_config("toy", parse_override("data.regime=hsnet"))
+    with pytest.raises(ConfigError, match=r"unknown config key 'regime' \(did you mean "
+                                          r"'data\.regime'\?\)"):
+        load_config("toy", parse_override("regime=pfenet"))
+    with pytest.raises(ConfigError, match=r"data\.lists='': give a folder, or null"):
+        load_config("toy", {"data": {"lists": ""}})

@@ -130,3 +130,36 @@ def test_the_shipped_toy_model_scores_the_same_on_the_gpu(toy_root: Path, tmp_pa
     assert abs(gpu["fp32"] - cpu) < 1e-3
     for name in ("tf32", "bf16", "fp16"):
         assert abs(gpu[name] - cpu) < 1e-2, (name, gpu[name], cpu)
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA devices")
+def test_two_nccl_processes_match_one_gpu(tiny_config, tmp_path: Path) -> None:
+    """The gloo test of tests/training/test_ddp.py on two GPUs with NCCL: two stage-2 steps of a
+    global batch of 4, split 2 + 2, end with the weights of one GPU taking the whole batch."""
+    import socket
+    import sys
+
+    import torch.multiprocessing as mp
+
+    from msanet_lib.training.checkpoint import load_checkpoint
+
+    sys.path.insert(0, str(Path(__file__).parent))  # spawned children import ddp_helper too
+    import ddp_helper
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cfg = tiny_config(meta={"epochs": 1, "val_episodes": 2, "batch_size": 4,
+                            "samples_per_epoch": 8}, runtime={"tf32": False})
+    data = cfg.to_dict()
+    one, two = tmp_path / "one", tmp_path / "two"
+    mp.spawn(ddp_helper.train, args=(1, 0, data, str(one), "cuda"), nprocs=1, join=True)
+    mp.spawn(ddp_helper.train, args=(2, port, data, str(two), "cuda"), nprocs=2, join=True)
+    a, b = load_checkpoint(one / "last.pth"), load_checkpoint(two / "last.pth")
+    assert a["iteration"] == b["iteration"] == 2
+    for key, va in a["state_dict"].items():
+        vb = b["state_dict"][key]
+        if va.is_floating_point():
+            torch.testing.assert_close(vb, va, rtol=1e-4, atol=1e-5, msg=f"{key} differs")
+        else:
+            assert torch.equal(va, vb), key
