@@ -7,10 +7,10 @@ Examples::
         --benchmark pascal --folds 0 1 2 3 --device cuda --amp bf16 --json pascal.json
     msanet-eval --authors --backbone resnet50 --shots 1 --benchmark pascal \\
         --checkpoint 'weights/pascal/split{fold}/resnet50/best.pth' --folds 0 1 2 3
-    msanet-eval --checkpoint checkpoints/toy/fold0/msanet_1shot.pth --feature-cache 512
 
     msanet-eval --checkpoint best.pth --protocol hsnet      # HSNet's 400 x 400, seed 0
     msanet-eval --checkpoint best.pth --lists lists/pascal/fss_list   # the authors' val lists
+    msanet-eval --checkpoint best.pth --feature-cache 512   # each image encoded once, same scores
 
 ``{fold}`` in ``--checkpoint`` is replaced by each fold (a model is trained per fold).
 Prints, per fold, a table over seeds (mIoU, FB-IoU, pIoU, the meta-only "_m" scores and

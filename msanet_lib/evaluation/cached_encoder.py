@@ -12,9 +12,10 @@ Why the numbers are identical, not just close:
 - the backbone is frozen, in eval mode, and sees every image unmasked, so an image's features
   do not depend on its episode or its role;
 - at test time the dataset makes a query and a support of the same image with the same
-  deterministic transform: ``TestResize`` takes its geometry from the image size (the labels
-  are checked to match it) and draws nothing from the episode's generator, and ``Normalize``
-  is fixed; so one key serves both roles. Any other transform is refused;
+  deterministic transform: ``TestResize`` (and HSNet's ``StretchResize``) takes its geometry
+  from the image size (the labels are checked to match it) and draws nothing from the
+  episode's generator, and ``Normalize`` is fixed; so one key serves both roles. Any other
+  transform is refused;
 - the convolutions give the same bits for an image whatever its batch-mates, for batches of
   two or more images: checked on this CPU (oneDNN, torch 2.14; resnet_toy at 128 px in
   batches of 2 to 48, ResNet-50 at 473 px in batches of 2 and 3, float32 and bfloat16).
@@ -37,7 +38,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from msanet_lib.data.transforms import Compose, Normalize, TestResize
+from msanet_lib.data.transforms import Compose, Normalize, StretchResize, TestResize
 from msanet_lib.evaluation.feature_cache import FeatureCache, FeatureKey, ImageFeatures
 from msanet_lib.model.msanet import Encoding, MSANet
 
@@ -46,20 +47,24 @@ def transform_identity(transform: object) -> str:
     """The test transform spelled out with its parameters, for :class:`FeatureKey`.
 
     Raises:
-        ValueError: the transform is not made only of the deterministic ``TestResize`` and
-            ``Normalize`` (a random or unknown transform could give one image two tensors).
+        ValueError: the transform is not made only of the deterministic ``TestResize`` (or
+            ``StretchResize``) and ``Normalize`` (a random or unknown transform could give one
+            image two tensors).
     """
     steps = transform.transforms if isinstance(transform, Compose) else [transform]
     parts = []
     for step in steps:
         if isinstance(step, TestResize):
             parts.append(f"TestResize({step.size}, ignore={step.ignore_label})")
+        elif isinstance(step, StretchResize):
+            parts.append(f"StretchResize({step.size})")
         elif isinstance(step, Normalize):
             parts.append(f"Normalize(mean={tuple(step.mean)}, std={tuple(step.std)})")
         else:
             raise ValueError(
-                f"the feature cache needs the deterministic test transform (TestResize, "
-                f"Normalize); this dataset uses {transform!r}. Evaluate without --feature-cache.")
+                f"the feature cache needs a deterministic test transform (TestResize or "
+                f"StretchResize, Normalize); this dataset uses {transform!r}. Evaluate without "
+                "--feature-cache.")
     return " ".join(parts)
 
 

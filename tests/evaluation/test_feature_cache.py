@@ -265,6 +265,22 @@ def test_msanet_eval_feature_cache_gives_the_same_scores(checkpoint, toy_root, t
     assert cached["info"]["feature_cache"]["budget_bytes"] == 64 * 2**20
 
 
+@pytest.mark.filterwarnings("ignore:seed .* had no episode")
+def test_msanet_eval_hsnet_protocol_with_the_cache(checkpoint, toy_root, tmp_path, capsys) -> None:
+    """HSNet's stretch to N x N is deterministic too: same scores with the cache."""
+    common = ["--checkpoint", str(checkpoint), "--data-root", str(toy_root), "--protocol",
+              "hsnet", "--test-size", str(SIZE), "--episodes", "10", "--seeds", "1", "2",
+              "--device", "cpu"]
+    assert cli.main([*common, "--json", str(tmp_path / "plain.json")]) == 0
+    assert cli.main([*common, "--feature-cache", "64", "--json", str(tmp_path / "cached.json")]) == 0
+    plain, cached = (json.loads((tmp_path / f"{n}.json").read_text())["folds"]["0"]
+                     for n in ("plain", "cached"))
+    assert plain["summary"] == cached["summary"]
+    assert "StretchResize" in str(cli.build_dataset("toy", str(toy_root), 0, 1, SIZE,
+                                                    protocol="hsnet").transform)
+    assert cached["info"]["feature_cache"]["hits"] > 0
+
+
 @pytest.mark.parametrize("value", ["-1", "nan"])
 def test_msanet_eval_rejects_a_bad_budget_in_one_line(checkpoint, capsys, value) -> None:
     code = cli.main(["--checkpoint", str(checkpoint), "--device", "cpu", "--feature-cache", value])
