@@ -34,6 +34,12 @@ episodes are then identical for any ``batch_size`` and worker count. Datasets dr
 the global generators are deterministic with ``num_workers=0``. (The authors' episodes come
 from the global ``random`` module inside DataLoader workers and cannot be replayed exactly.)
 
+Reusing work. ``feature_cache_bytes > 0`` encodes each image once and keeps its backbone
+features in a least-recently-used cache of that many bytes, shared by all seeds
+(:mod:`msanet_lib.evaluation.cached_encoder`): the backbone is frozen and sees every image
+unmasked, so the features do not depend on the episode. The scores are identical to an
+uncached run (bit for bit on the CPU; see that module for why and for the GPU). Off by default.
+
 Several processes. ``shard=(rank, world_size)`` (validation during multi-GPU training) cuts the
 walk into the batches one process would run and gives process ``rank`` every
 ``world_size``-th of them (:func:`rank_batches`); the integer counts are then summed over the
@@ -57,6 +63,8 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm import tqdm
 
+from msanet_lib.evaluation.cached_encoder import CachedEncoder, EpisodeImages
+from msanet_lib.evaluation.feature_cache import FeatureCache
 from msanet_lib.evaluation.metrics import FewShotIoU, MultiClassIoU
 from msanet_lib.model.inference import prepare_for_inference
 from msanet_lib.runtime import AMP_DTYPES, IGNORE_LABEL, autocast, seed_all
@@ -345,6 +353,8 @@ def evaluate(
     progress: bool = True,
     collate_fn: Callable[[list[dict[str, Any]]], dict[str, Any]] = collate_for_eval,
     shard: tuple[int, int] = (0, 1),
+    feature_cache_bytes: int = 0,
+    support_layer4_box: bool = True,
 ) -> EvalResult:
     """Runs the authors' few-shot test protocol (see the module docstring).
 
@@ -376,6 +386,15 @@ def evaluate(
             (:func:`rank_batches`) and the counts are summed over the ``torch.distributed``
             group, which every process of it must enter with the same arguments. Every
             process returns the full result.
+        feature_cache_bytes: encode each image once and reuse its backbone features from a
+            least-recently-used cache of at most this many bytes (on ``device``), kept across
+            the seeds; 0 (default) = off. Same scores as without it
+            (:mod:`~msanet_lib.evaluation.cached_encoder`); needs an MSANet and a val
+            ``FewShotDataset``. Its counters land in ``info["feature_cache"]``.
+        support_layer4_box: in that copy, compute the supports' layer4 only on the box their
+            masks reach (:mod:`~msanet_lib.model.support_region`; same outputs up to float
+            rounding). Off with the feature cache, which stores whole-image features: a cached
+            run then equals the uncached run with ``support_layer4_box=False`` bit for bit.
 
     Returns:
         :class:`EvalResult` with one :class:`SeedResult` per seed.
@@ -386,6 +405,8 @@ def evaluate(
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if not seeds:
         raise ValueError("seeds is empty: pass at least one seed")
+    if feature_cache_bytes < 0:
+        raise ValueError(f"feature_cache_bytes must be 0 (off) or more, got {feature_cache_bytes}")
     rank, world_size = shard
     if not 0 <= rank < world_size:
         raise ValueError(f"shard={shard}: expected (rank, world_size) with 0 <= rank < world_size")
@@ -407,7 +428,13 @@ def evaluate(
     model = prepare_for_inference(
         model, fold_bn=fold_bn, channels_last=channels_last,
         factorise_base_learner=factorise_base_learner,
+        support_layer4_box=support_layer4_box and feature_cache_bytes == 0,
         autocast_dtype=None if amp in (None, "none") else AMP_DTYPES[amp]).to(device)
+    cached: tuple[CachedEncoder, EpisodeImages] | None = None
+    if feature_cache_bytes > 0:
+        # One cache for this model, shared by the seeds; keyed per precision.
+        cached = (CachedEncoder(model, FeatureCache(feature_cache_bytes)),
+                  EpisodeImages(dataset, "float32" if amp in (None, "none") else str(amp)))
     results = []
     # Datasets with per-episode generators (FewShotDataset: rng from (seed, epoch, index))
     # take the seed and the episode count as attributes; they are restored afterwards.
@@ -417,7 +444,7 @@ def evaluate(
             results.append(
                 _evaluate_seed(model, dataset, int(seed), episodes, ids, device, amp,
                                channels_last, batch_size, num_workers, progress and rank == 0,
-                               collate_fn, (rank, world_size))
+                               collate_fn, (rank, world_size), cached)
             )
     finally:
         for key, value in saved.items():
@@ -430,7 +457,8 @@ def evaluate(
         benchmark=getattr(dataset, "benchmark", None),
         info={"device": str(device), "amp": amp, "batch_size": batch_size,
               "channels_last": channels_last, "fold_bn": fold_bn,
-              "factorise_base_learner": factorise_base_learner},
+              "factorise_base_learner": factorise_base_learner,
+              "feature_cache": None if cached is None else cached[0].cache.stats.to_dict()},
     )
 
 
@@ -448,6 +476,7 @@ def _evaluate_seed(
     progress: bool,
     collate_fn: Callable[[list[dict[str, Any]]], dict[str, Any]],
     shard: tuple[int, int] = (0, 1),
+    cached: tuple[CachedEncoder, EpisodeImages] | None = None,
 ) -> SeedResult:
     """One seed of :func:`evaluate` (this process's ``shard`` of it, counts summed)."""
     seed_all(seed)
@@ -483,7 +512,12 @@ def _evaluate_seed(
             s_x = batch["support_imgs"].to(device, non_blocking=True)
             s_y = batch["support_masks"].to(device, non_blocking=True)
             with autocast(device, amp):
-                out = model(x, s_x, s_y)
+                if cached is None:
+                    out = model(x, s_x, s_y)
+                else:  # the backbone only on images not seen before, the rest as usual
+                    encoder, images = cached
+                    encoding = encoder.encode(x, s_x, images.keys(batch))
+                    out = model(x, s_x, s_y, encoding=encoding)
             final_out, meta_out, base_out = out[0], out[1], out[2]
             target = batch["raw_target"].to(device)
             sides = batch["raw_side"]

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from msanet_lib.backbones import build_backbone, share_backbone_layers
+from msanet_lib.backbones import BackboneOutput, build_backbone, share_backbone_layers
 from msanet_lib.model.support_region import run_stage, stage_radii, support_layer4_box
 from msanet_lib.model.validation import validate_episode
 from msanet_lib.modules.aspp import ASPP
@@ -300,14 +300,22 @@ class MSANet(nn.Module):
         y_m: Tensor | None = None,
         y_b: Tensor | None = None,
         cat_idx: object | None = None,
+        *,
+        encoding: Encoding | None = None,
     ) -> MSANetOutput | MSANetTrainOutput:
-        """See the class docstring. Checks its inputs unless ``self.trusted_inputs`` is set."""
+        """See the class docstring. Checks its inputs unless ``self.trusted_inputs`` is set.
+
+        ``encoding``: the backbone's :class:`Encoding` of ``(x, s_x)`` when it was computed
+        elsewhere (the evaluation's feature cache, :mod:`msanet_lib.evaluation.cached_encoder`);
+        everything after ``encode`` then runs as usual. It must equal ``self.encode(x, s_x)``
+        in the entries the later stages read (:meth:`encoding_reads`).
+        """
         cfg = self.config
         cat = cat_idx
         if not self.trusted_inputs:
             cat = validate_episode(x, s_x, s_y, cfg.shots, y_m=y_m, y_b=y_b, cat_idx=cat_idx,
                                    num_base_classes=cfg.num_base_classes, training=self.training)
-        record = self._record(x, s_x, s_y, cat)
+        record = self._record(x, s_x, s_y, cat, encoding)
         size = x.shape[-2:]
         final_out = _upsample(record.final_low, size)
         meta_out = _upsample(record.meta_logits_low, size)
@@ -329,10 +337,19 @@ class MSANet(nn.Module):
                                num_base_classes=self.config.num_base_classes)
         return self._record(x, s_x, s_y, cat)
 
-    def _record(self, x: Tensor, s_x: Tensor, s_y: Tensor, cat: Tensor | None) -> MSANetRecord:
-        """The paper's figure, top to bottom, on already checked inputs."""
+    def _record(self, x: Tensor, s_x: Tensor, s_y: Tensor, cat: Tensor | None,
+                encoding: Encoding | None = None) -> MSANetRecord:
+        """The paper's figure, top to bottom, on already checked inputs.
+
+        ``encoding`` (the backbone's outputs for ``(x, s_x)``, e.g. from a feature cache)
+        replaces stage (1); every later stage is the same code either way.
+        """
         mask = (s_y == 1).to(x.dtype)  # 255 (ignore) counts as background, as the authors
-        encoding = self.encode(x, s_x, mask)
+        if encoding is None:
+            encoding = self.encode(x, s_x, mask)
+        elif (encoding.episodes, encoding.shots) != tuple(s_x.shape[:2]):
+            raise ValueError(f"encoding holds {encoding.episodes} episodes of {encoding.shots} "
+                             f"shots, the inputs {tuple(s_x.shape[:2])}")
         cues = self.guidance(encoding, mask)
         # The per-block features are the bulk of the backbone's memory (about 220 MB per
         # ResNet-50 image at 473 px): drop them before the decoder runs.
@@ -352,10 +369,10 @@ class MSANet(nn.Module):
         """
         b, k = s_x.shape[:2]
         images = torch.cat([x, s_x.reshape(b * k, *s_x.shape[2:])])
-        with torch.no_grad():
-            if support_mask is None or self._layer4_radii is None:
-                layers, blocks = self._backbone(images)
-            else:
+        if support_mask is None or self._layer4_radii is None:
+            layers, blocks = self.encode_images(images)
+        else:
+            with torch.no_grad():
                 layers, blocks = self._encode_support_layer4_on_box(images, b, support_mask)
         return Encoding([t[:b] for t in layers], [t[b:] for t in layers], blocks, b, k)
 
@@ -384,6 +401,29 @@ class MSANet(nn.Module):
         layers.append(torch.cat([query_out, supp_out]))
         blocks += [torch.cat(pair) for pair in zip(query_pres, supp_pres)]
         return layers, blocks
+
+    def encode_images(self, images: Tensor) -> BackboneOutput:
+        """The frozen backbone on a batch of images, without gradients.
+
+        images: (N, 3, H, W) -> ``BackboneOutput(layers, feats)``: layer0..layer4 (N, C_i, h_i,
+        w_i) and every residual block's output (N, C, h, w), as :class:`Encoding` holds them.
+        """
+        with torch.no_grad():
+            return self._backbone(images)
+
+    def encoding_reads(self) -> tuple[tuple[int, ...], int]:
+        """Which entries of an :class:`Encoding` the stages after ``encode`` read.
+
+        Returns ``(layers, first_block)``: the indices of the layer0..layer4 maps read (layer2
+        and layer3 for the reduced features, layer4 for the prior and the base learner; layer0
+        and layer1 never), and the index of the first block whose values are read. The blocks
+        before it (ResNet's layer1 block; all of them without multi-similarity) only lend
+        their size to the chained mask resize, so a feature cache may keep their shape only.
+        """
+        n_blocks = self._backbone.num_feats
+        if not self.config.use_multi_similarity:
+            return (2, 3, 4), n_blocks
+        return (2, 3, 4), n_blocks - self.multi_similarity.num_maps
 
     def guidance(self, encoding: Encoding, mask: Tensor) -> GuidanceCues:
         """(2) The guidance the meta learner receives, at the layer3 size (h, w).
