@@ -6,6 +6,8 @@
 #   GPUS=4 scripts/reproduce_paper.sh coco_resnet101      # DDP on 4 GPUs with torchrun
 #   GPUS=3 MICRO_BATCH=2 scripts/reproduce_paper.sh pascal_resnet50   # any count; cap per GPU
 #   EVAL_BATCH=16 EVAL_WORKERS=8 AMP=bf16 scripts/reproduce_paper.sh ...  # evaluation settings
+#   FEATURE_CACHE=65536 scripts/reproduce_paper.sh ...   # reuse each image's backbone features
+#       (MiB; PASCAL fold 0 at 473 px holds every image in about 88 GiB, docs/protocol.md)
 #
 # Any GPU count trains the authors' global batches (12 in stage 1, 8 in stage 2): when the count
 # does not divide a batch, the GPUs' shares differ by one sample and are weighted so the update
@@ -46,5 +48,5 @@ for shots in 1 5; do
   # trades a measured accuracy cost for speed
   "$bin/python" -m msanet_lib.evaluation --checkpoint "runs/$config/fold{fold}/meta_${shots}shot/best.pth" \
     --folds 0 1 2 3 --batch-size "${EVAL_BATCH:-8}" --workers "${EVAL_WORKERS:-4}" \
-    ${AMP:+--amp "$AMP"} --json "runs/$config/results_${shots}shot.json"
+    ${AMP:+--amp "$AMP"} ${FEATURE_CACHE:+--feature-cache "$FEATURE_CACHE"} --json "runs/$config/results_${shots}shot.json"
 done
