@@ -247,10 +247,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--no-fold-bn", dest="fold_bn", action="store_false",
                    help="keep BatchNorm separate instead of folding it into the convolutions "
                         "(same results up to float rounding, slower)")
-    p.add_argument("--no-support-layer4-box", dest="support_layer4_box", action="store_false",
-                   help="compute the supports' layer4 on the whole image instead of only the box "
-                        "their masks reach (same results up to float rounding, slower; always "
-                        "whole with --feature-cache)")
+    p.add_argument("--support-layer4-box", action=argparse.BooleanOptionalAction, default=None,
+                   help="compute the supports' layer4 only on the box their masks reach (same "
+                        "results up to float rounding; default: for layer4 stages of 1024+ "
+                        "channels, where it is faster; never with --feature-cache)")
     p.add_argument("--no-factorise-base-learner", dest="factorise_base_learner",
                    action="store_false",
                    help="run the base learner's first convolution on the upsampled PPM branches "

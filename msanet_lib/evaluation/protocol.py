@@ -354,7 +354,7 @@ def evaluate(
     collate_fn: Callable[[list[dict[str, Any]]], dict[str, Any]] = collate_for_eval,
     shard: tuple[int, int] = (0, 1),
     feature_cache_bytes: int = 0,
-    support_layer4_box: bool = True,
+    support_layer4_box: bool | None = None,
 ) -> EvalResult:
     """Runs the authors' few-shot test protocol (see the module docstring).
 
@@ -393,8 +393,9 @@ def evaluate(
             ``FewShotDataset``. Its counters land in ``info["feature_cache"]``.
         support_layer4_box: in that copy, compute the supports' layer4 only on the box their
             masks reach (:mod:`~msanet_lib.model.support_region`; same outputs up to float
-            rounding). Off with the feature cache, which stores whole-image features: a cached
-            run then equals the uncached run with ``support_layer4_box=False`` bit for bit.
+            rounding); None = where it pays (``prepare_for_inference``). Off with the feature
+            cache, which stores whole-image features: a cached run then equals the uncached
+            run with ``support_layer4_box=False`` bit for bit.
 
     Returns:
         :class:`EvalResult` with one :class:`SeedResult` per seed.
@@ -428,7 +429,7 @@ def evaluate(
     model = prepare_for_inference(
         model, fold_bn=fold_bn, channels_last=channels_last,
         factorise_base_learner=factorise_base_learner,
-        support_layer4_box=support_layer4_box and feature_cache_bytes == 0,
+        support_layer4_box=support_layer4_box if feature_cache_bytes == 0 else False,
         autocast_dtype=None if amp in (None, "none") else AMP_DTYPES[amp]).to(device)
     cached: tuple[CachedEncoder, EpisodeImages] | None = None
     if feature_cache_bytes > 0:

@@ -35,6 +35,13 @@ from msanet_lib.backbones.base import Backbone
 from msanet_lib.modules.base_learner import BaseLearner, FactorisedBaseLearner
 from msanet_lib.runtime import unwrap_model
 
+# The box's bookkeeping (mask resizes, one host sync, crops and pastes) costs about 1.6 ms per
+# forward. ResNet-50's 2048-channel layer4 at 473 px saves 68 GFLOP with the benchmark's support
+# (scripts/benchmark.py --authors-code); the toy ResNet's 128-channel layer4 at 128 px saves less
+# than the bookkeeping costs (shipped fold-0 model, 1 thread: 18.1 ms per episode with the box,
+# 16.5 ms without). So by default only wide layer4 stages use it.
+BOX_MIN_CHANNELS = 1024
+
 
 def convs_read_before_norm(model: nn.Module) -> tuple[str, ...]:
     """The convolutions of ``model`` whose pre-BatchNorm output its backbone reads (never folded).
@@ -136,7 +143,7 @@ def prepare_for_inference(
     factorise_base_learner: bool = True,
     channels_last: bool = False,
     autocast_dtype: torch.dtype | None = None,
-    support_layer4_box: bool = True,
+    support_layer4_box: bool | None = None,
 ) -> nn.Module:
     """An evaluation copy of ``model``: eval mode, no gradients, BatchNorms folded.
 
@@ -154,7 +161,8 @@ def prepare_for_inference(
             same and each forward saves a cast of every weight. Without autocast such a copy
             fails (float32 inputs, low-precision weights).
         support_layer4_box: an MSANet with a ResNet backbone computes the supports' layer4 only
-            on the box their masks reach (:mod:`~msanet_lib.model.support_region`).
+            on the box their masks reach (:mod:`~msanet_lib.model.support_region`). None
+            (default) = where it pays: a layer4 of at least ``BOX_MIN_CHANNELS`` channels.
 
     Returns:
         A deep copy in eval mode with ``requires_grad=False`` everywhere. Its outputs equal
@@ -166,8 +174,10 @@ def prepare_for_inference(
         fold_batch_norms(prepared)
     if factorise_base_learner:
         factorise_base_learners(prepared)
-    if support_layer4_box and hasattr(prepared, "use_support_layer4_box"):
-        prepared.use_support_layer4_box()
+    if hasattr(prepared, "use_support_layer4_box"):
+        if support_layer4_box is None:
+            support_layer4_box = prepared._backbone.channels[4] >= BOX_MIN_CHANNELS
+        prepared.use_support_layer4_box(support_layer4_box)
     if autocast_dtype is not None:
         for module in prepared.modules():
             if isinstance(module, nn.Conv2d):  # autocast runs every conv in autocast_dtype

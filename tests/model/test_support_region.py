@@ -103,8 +103,9 @@ def test_the_evaluation_copy_gives_the_same_outputs_with_fewer_operations(box_ro
     torch.manual_seed(0)
     model = MSANet(MSANetConfig(backbone="resnet_toy", shots=2)).eval()
     whole = prepare_for_inference(model, support_layer4_box=False)
-    boxed = prepare_for_inference(model)
+    boxed = prepare_for_inference(model, support_layer4_box=True)
     assert boxed._layer4_radii is not None and whole._layer4_radii is None
+    assert prepare_for_inference(model)._layer4_radii is None  # a narrow layer4: not worth it
     g = torch.Generator().manual_seed(1)
     x, s_x = torch.randn(2, 3, 97, 97, generator=g), torch.randn(2, 2, 3, 97, 97, generator=g)
     s_y = torch.zeros(2, 2, 97, 97, dtype=torch.long)
