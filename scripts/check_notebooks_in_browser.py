@@ -13,19 +13,30 @@ notebook given on the command line) it:
    every widget output rendered as a visible widget (not "Loading widget...", not an error
    message, not a static fallback such as ``interactive(children=...)`` or ipympl's PNG, and an
    ipympl canvas that is not blank); a notebook whose code uses widgets must show at least one;
-4. moves the first slider of an ``interact`` (else the first slider, else changes the first
-   dropdown) and waits for an output (an image, a canvas, or the text of an Output/HTML widget)
-   to change; on an ipympl figure it also draws a loop with the mouse and notes whether the
-   canvas redrew (information only: a figure without a selector or tool need not react);
-5. saves a screenshot of the first widget (or of the first error), then shuts the kernel down.
+4. then acts as a learner would, through the UI, following the notebook's scenario
+   (``SCENARIOS``: notebooks 00, 04 and 11; other notebooks get one step per slider and
+   dropdown of each cell with controls and a figure, then a re-run from that cell): moves
+   sliders with the keyboard, picks dropdown options (the fold of notebook 00), draws a lasso
+   and a box with mouse drags on notebook 11's ipympl canvas (full mode), and re-runs from a
+   cell (*Run > Run Selected Cell and All Below*). After Run All and after each step it waits
+   until the kernel is idle and the figures stop changing, then asserts for every watched cell
+   that its output area holds exactly the expected number of figures (``<img>`` or ipympl
+   canvas), that none is blank (a screenshot of the figure: at least 1 % of its pixels differ
+   from its background colour, and not all in one strip, such as a title over white), none is
+   cut off sideways, no ipympl toolbar floats over one, no traceback appeared, and that the
+   figure the step should change did change (a re-run: the cell's prompt changed);
+5. saves a screenshot of the scenario's cells after the last step, and one of the first widget
+   (or of the first error), then shuts the kernel down.
 
-It prints a table ``notebook | cells | widgets rendered | errors | interaction | result`` and
-exits with status 1 if any notebook fails, 2 if it could not run at all. JupyterLab is always
-shut down. It never writes a notebook: autosave is off (settings in a temporary directory) and
-the server refuses every save (a pre-save hook), so outputs never reach the stored notebooks.
+It prints a table ``notebook | cells | widgets rendered | errors | interaction | result`` and,
+per notebook, a table of the figures after each step; it exits with status 1 if any notebook
+fails, 2 if it could not run at all. JupyterLab is always shut down. It never writes a
+notebook: autosave is off (settings in a temporary directory) and the server refuses every save
+(a pre-save hook), so outputs never reach the stored notebooks.
 
 Needs ``playwright`` (``pip install playwright``) and a Chromium binary; Playwright's own browser
-download is not used (pass ``--chromium``, default ``/usr/bin/chromium``).
+download is not used (pass ``--chromium``, default ``/usr/bin/chromium``). The kernels import
+this checkout's ``msanet_lib`` (the repository is put first on their ``PYTHONPATH``).
 
 Examples::
 
@@ -963,7 +974,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=900,
                         help="seconds allowed to run one notebook (default: %(default)s)")
     parser.add_argument("--interact-timeout", type=float, default=120,
-                        help="seconds allowed for an output to change (default: %(default)s)")
+                        help="seconds allowed for one interaction step to settle "
+                             "(default: %(default)s)")
     parser.add_argument("--no-interact", action="store_true", help="skip the interaction check")
     parser.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
                         help="extra environment for the kernels, e.g. MSANET_FAST=0 to check "
