@@ -185,7 +185,7 @@ class CachedEncoder:
                   for i in range(len(rows[0].layers))]
         blocks = [self._stack(("block", i), [r.blocks[i] for r in rows], i >= self.first_block)
                   for i in range(len(rows[0].blocks))]
-        return Encoding([t[:b] for t in layers], [t[b:] for t in layers], blocks, b, k)
+        return Encoding.split(layers, blocks, b, k)
 
     def _encode_missing(self, x: Tensor, s_x: Tensor, missing: Mapping[FeatureKey, int]
                         ) -> dict[FeatureKey, ImageFeatures]:

@@ -23,7 +23,7 @@ weights; multi-similarity and attention are plain shot means.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any, NamedTuple
 
@@ -126,15 +126,25 @@ class Encoding(NamedTuple):
     """Stage (1): the frozen backbone's outputs for B episodes of K shots.
 
     query: layer0..layer4 of the queries, each (B, C_i, h_i, w_i); support: the same for the
-    shots, (B*K, C_i, h_i, w_i), episode-major; blocks: every residual block's output (layer2..4)
-    for the queries then the shots, (B + B*K, C, h, w) each, used by multi-similarity only.
+    shots, (B*K, C_i, h_i, w_i), episode-major; query_blocks and support_blocks: every residual
+    block's output (from layer1's last on) for the queries (B, C, h, w) and for the shots
+    (B*K, C, h, w), used by multi-similarity only.
     """
 
     query: list[Tensor]
     support: list[Tensor]
-    blocks: list[Tensor] | tuple[()]
+    query_blocks: list[Tensor] | tuple[()]
+    support_blocks: list[Tensor] | tuple[()]
     episodes: int
     shots: int
+
+    @classmethod
+    def split(cls, layers: Sequence[Tensor], blocks: Sequence[Tensor], episodes: int,
+              shots: int) -> Encoding:
+        """From backbone outputs of cat[queries, shots] (B + B*K images): views, no copy."""
+        b = episodes
+        return cls([t[:b] for t in layers], [t[b:] for t in layers], [t[:b] for t in blocks],
+                   [t[b:] for t in blocks], episodes, shots)
 
 
 @dataclass(frozen=True)
@@ -353,7 +363,7 @@ class MSANet(nn.Module):
         cues = self.guidance(encoding, mask)
         # The per-block features are the bulk of the backbone's memory (about 220 MB per
         # ResNet-50 image at 473 px): drop them before the decoder runs.
-        encoding = encoding._replace(blocks=())
+        encoding = encoding._replace(query_blocks=(), support_blocks=())
         merge_feat = cues.concatenate()
         meta_logits = self.meta_learner(merge_feat)
         base_logits = self.base_learner(encoding)
@@ -371,10 +381,9 @@ class MSANet(nn.Module):
         images = torch.cat([x, s_x.reshape(b * k, *s_x.shape[2:])])
         if support_mask is None or self._layer4_radii is None:
             layers, blocks = self.encode_images(images)
-        else:
-            with torch.no_grad():
-                layers, blocks = self._encode_support_layer4_on_box(images, b, support_mask)
-        return Encoding([t[:b] for t in layers], [t[b:] for t in layers], blocks, b, k)
+            return Encoding.split(layers, blocks, b, k)
+        with torch.no_grad():
+            return self._encode_support_layer4_on_box(images, b, k, support_mask)
 
     def use_support_layer4_box(self, enabled: bool = True) -> bool:
         """Compute the supports' layer4 only on the box their masks reach (evaluation copies).
@@ -386,9 +395,14 @@ class MSANet(nn.Module):
         self._layer4_radii = stage_radii(self.layer4) if enabled else None
         return self._layer4_radii is not None
 
-    def _encode_support_layer4_on_box(self, images: Tensor, b: int, support_mask: Tensor
-                                      ) -> tuple[list[Tensor], list[Tensor]]:
-        """``self._backbone(images)`` with the supports' layer4 exact on the cells read only."""
+    def _encode_support_layer4_on_box(self, images: Tensor, b: int, k: int, support_mask: Tensor
+                                      ) -> Encoding:
+        """``encode`` with the supports' layer4 exact on the cells read only.
+
+        The query's and the supports' layer4 maps stay separate tensors (an Encoding keeps
+        them apart anyway): concatenating four (B + B*K, 2048, 60, 60) maps cost more than
+        the box saved.
+        """
         head = self._backbone(images, stages=4)  # layer0..layer3 and their blocks
         layers, blocks = list(head.layers), list(head.feats)
         feat3 = layers[3]
@@ -398,9 +412,9 @@ class MSANet(nn.Module):
         box = support_layer4_box(flat, block_sizes, size)
         query_out, query_pres = run_stage(self.layer4, feat3[:b])
         supp_out, supp_pres = run_stage(self.layer4, feat3[b:], box, self._layer4_radii)
-        layers.append(torch.cat([query_out, supp_out]))
-        blocks += [torch.cat(pair) for pair in zip(query_pres, supp_pres)]
-        return layers, blocks
+        head = Encoding.split(layers, blocks, b, k)
+        return Encoding(head.query + [query_out], head.support + [supp_out],
+                        head.query_blocks + query_pres, head.support_blocks + supp_pres, b, k)
 
     def encode_images(self, images: Tensor) -> BackboneOutput:
         """The frozen backbone on a batch of images, without gradients.
@@ -447,9 +461,8 @@ class MSANet(nn.Module):
 
         similarity_maps = hyper = None
         if cfg.use_multi_similarity:
-            blocks = encoding.blocks
-            q_blocks = [t[:b] for t in blocks]
-            s_blocks = [t[b:].reshape(b, k, *t.shape[1:]) for t in blocks]
+            q_blocks = list(encoding.query_blocks)
+            s_blocks = [t.reshape(b, k, *t.shape[1:]) for t in encoding.support_blocks]
             similarity_maps = self.multi_similarity(q_blocks, s_blocks, mask)
             hyper = self.hyper_final(similarity_maps)
 
