@@ -316,34 +316,102 @@ def run_against_authors(args: argparse.Namespace) -> None:
         flops[name] = counter.get_total_flops()
     with torch.no_grad():  # the exact function, to put the float32 differences in scale
         exact = copy.deepcopy(theirs).double()(x.double(), s_x.double(), s_y, None, None)
+    wall, cpu = _interleaved(variants, args.repeats)
+    memory = _peak_memory(variants)
+    print(f"MSANet ResNet-50 eval forward, 1-shot, {size}x{size}, CPU, torch {torch.__version__}, "
+          f"{torch.get_num_threads()} thread(s); golden-fixture weights; medians of "
+          f"{args.repeats} interleaved rounds. Ratios are to the authors' float32 time; 'per "
+          "round' is the median of the per-round ratios; CPU = process CPU time (robust to other "
+          "load with one thread); memory = peak RSS growth of one call.\n")
+    print("| model | wall (s) | ratio | ratio per round | CPU (s) | CPU ratio | GFLOP | GFLOP per CPU s | "
+          "memory (MiB) | max abs diff of final / meta / base out vs the authors' float64 |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+    for name in variants:
+        w, w_ratio, w_round, c, c_ratio = _ratios(wall, cpu, name, "authors, float32")
+        diffs = " / ".join(f"{(o.double() - g).abs().max().item():.1e}"
+                           for o, g in zip(outputs[name], exact))
+        print(f"| {name} | {w:.2f} | {w_ratio:.3f} | {w_round:.3f} | {c:.2f} | {c_ratio:.3f} "
+              f"| {flops[name] / 1e9:.0f} | {flops[name] / 1e9 / c:.0f} | {memory[name]:.0f} "
+              f"| {diffs} |")
+    if args.train_step:
+        _train_against_authors(theirs, ours, ep, args.repeats)
+
+
+def _interleaved(variants: dict[str, Callable[[], object]], repeats: int
+                 ) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """Wall and process-CPU seconds of every variant, ``repeats`` interleaved rounds."""
     wall: dict[str, list[float]] = {name: [] for name in variants}
     cpu: dict[str, list[float]] = {name: [] for name in variants}
-    for _ in range(args.repeats):
+    for _ in range(repeats):
         for name, fn in variants.items():
             start, start_cpu = time.perf_counter(), time.process_time()
             fn()
             wall[name].append(time.perf_counter() - start)
             cpu[name].append(time.process_time() - start_cpu)
-    print(f"MSANet ResNet-50 eval forward, 1-shot, {size}x{size}, CPU, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} thread(s); golden-fixture weights; medians of "
-          f"{args.repeats} interleaved rounds. Ratios are to the authors' float32 time; 'per "
-          "round' is the median of the per-round ratios; CPU = process CPU time (robust to other "
-          "load with one thread).\n")
-    print("| model | wall (s) | ratio | ratio per round | CPU (s) | CPU ratio | GFLOP | GFLOP per CPU s | "
-          "max abs diff of final / meta / base out vs the authors' float64 |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---|")
+    return wall, cpu
+
+
+def _peak_memory(variants: dict[str, Callable[[], object]]) -> dict[str, float]:
+    """Peak RSS growth (MiB) of one call of each variant, after the warm-up."""
+    memory = {}
+    for name, fn in variants.items():
+        with PeakMemory(torch.device("cpu")) as mem:
+            fn()
+        memory[name] = mem.mib
+    return memory
+
+
+def _ratios(wall: dict[str, list[float]], cpu: dict[str, list[float]], name: str, ref_name: str
+            ) -> tuple[float, float, float, float, float]:
+    """Median wall, its ratio, the median per-round ratio, median CPU and its ratio."""
+    w, c = statistics.median(wall[name]), statistics.median(cpu[name])
+    w_ref, c_ref = statistics.median(wall[ref_name]), statistics.median(cpu[ref_name])
+    per_round = statistics.median(v / r for v, r in zip(wall[name], wall[ref_name]))
+    return w, w / w_ref, per_round, c, c / c_ref
+
+
+def _train_against_authors(theirs: nn.Module, ours: MSANet, ep: dict, repeats: int) -> None:
+    """One stage-2 training step (forward, backward of the trainable part, SGD) of each model
+    on the same 1-shot episode, interleaved; BatchNorm in eval mode (fix_bn) in both."""
+    cat = torch.zeros(1, dtype=torch.long)
+    x, s_x, s_y, y_m, y_b = ep["x"], ep["s_x"], ep["s_y"], ep["y_m"], ep["y_b"]
+
+    def stepper(model: nn.Module, forward: Callable[[], torch.Tensor]) -> Callable[[], None]:
+        model.train()
+        for module in model.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                module.eval()
+        opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-9,
+                              momentum=0.9)
+
+        def step() -> None:
+            opt.zero_grad(set_to_none=True)
+            forward().backward()
+            opt.step()
+        return step
+
+    def theirs_loss() -> torch.Tensor:
+        _, main, aux1, aux2 = theirs(x, s_x, s_y, y_m, y_b, [cat])
+        return main + aux1 + aux2
+
+    def ours_loss() -> torch.Tensor:
+        out = ours(x, s_x, s_y, y_m, y_b, cat)
+        return out.main_loss + out.aux_loss1 + out.aux_loss2
+
+    variants = {"authors, float32": stepper(theirs, theirs_loss),
+                "ours, float32": stepper(ours, ours_loss)}
+    for fn in variants.values():
+        fn()  # warm-up, allocates the momentum buffers
+    wall, cpu = _interleaved(variants, repeats)
+    memory = _peak_memory(variants)
+    print("\nTraining step (stage 2, 1-shot, batch 1: forward, backward of the trainable part, "
+          "SGD with momentum), same episode, interleaved:\n")
+    print("| model | wall (s) | ratio | ratio per round | CPU (s) | CPU ratio | memory (MiB) |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
     for name in variants:
-        ratios = []
-        for times in (wall, cpu):
-            ref = times["authors, float32"]
-            ratios.append((statistics.median(times[name]),
-                           statistics.median(times[name]) / statistics.median(ref),
-                           statistics.median(v / r for v, r in zip(times[name], ref))))
-        (w, w_ratio, w_round), (c, c_ratio, _) = ratios
-        diffs = " / ".join(f"{(o.double() - g).abs().max().item():.1e}"
-                           for o, g in zip(outputs[name], exact))
+        w, w_ratio, w_round, c, c_ratio = _ratios(wall, cpu, name, "authors, float32")
         print(f"| {name} | {w:.2f} | {w_ratio:.3f} | {w_round:.3f} | {c:.2f} | {c_ratio:.3f} "
-              f"| {flops[name] / 1e9:.0f} | {flops[name] / 1e9 / c:.0f} | {diffs} |")
+              f"| {memory[name]:.0f} |")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -364,6 +432,8 @@ def main(argv: list[str] | None = None) -> None:
                              "(BatchNorm folded, factorised base learner)")
     parser.add_argument("--threads", type=int, default=None,
                         help="CPU threads (default: torch's, usually one per core)")
+    parser.add_argument("--train-step", action="store_true",
+                        help="with --authors-code: also time a stage-2 training step of both")
     parser.add_argument("--authors-code", default=None, metavar="PATH",
                         help="a checkout of AIVResearch/MSANet: time its eval forward against ours "
                              "(CPU, ResNet-50, 1-shot, interleaved; --repeats rounds)")
