@@ -362,8 +362,8 @@ def run(args: argparse.Namespace) -> int:
               f"{len(seeds)} seeds on {device}); test size {dataset.image_size} px, trained at "
               f"{f'{trained} px' if trained else 'an unrecorded size'}; "
               f"{protocol_note(args.protocol, seeds_given)}; val lists: "
-              f"{options['lists'] or 'built from the dataset'}; trained with the "
-              f"{(train_config.get('data') or {}).get('regime', 'unrecorded')} regime",
+              f"{options['lists'] or 'built from the dataset'}; training regime: "
+              f"{(train_config.get('data') or {}).get('regime', 'not recorded')}",
               file=sys.stderr)
         result = evaluate(
             model, dataset, episodes, seeds, device, args.amp,

@@ -235,7 +235,7 @@ def test_lists_and_base_annotations_default_to_the_checkpoints(tmp_path, monkeyp
     assert cli.main(base) == 0
     assert calls[-1] == {"protocol": "authors", "lists": "lists/fss",
                          "base_annotations": "base/pascal"}
-    assert "trained with the pfenet regime" in capsys.readouterr().err
+    assert "training regime: pfenet" in capsys.readouterr().err
     assert cli.main([*base, "--lists", "mine", "--base-annotations", "b"]) == 0
     assert calls[-1] == {"protocol": "authors", "lists": "mine", "base_annotations": "b"}
 

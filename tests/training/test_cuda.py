@@ -163,3 +163,38 @@ def test_two_nccl_processes_match_one_gpu(tiny_config, tmp_path: Path) -> None:
             torch.testing.assert_close(vb, va, rtol=1e-4, atol=1e-5, msg=f"{key} differs")
         else:
             assert torch.equal(va, vb), key
+
+
+def test_support_layer4_box_on_the_gpu_gives_the_whole_map_outputs() -> None:
+    """The evaluation copy's support-layer4 box (ResNet-50, 473 px) on CUDA, IEEE float32."""
+    from msanet_lib.model.inference import prepare_for_inference
+
+    torch.manual_seed(0)
+    model = MSANet(MSANetConfig(backbone="resnet50", shots=2)).eval()
+    g = torch.Generator().manual_seed(1)
+    x, s_x = torch.randn(2, 3, 473, 473, generator=g), torch.randn(2, 2, 3, 473, 473, generator=g)
+    s_y = torch.zeros(2, 2, 473, 473, dtype=torch.long)
+    s_y[..., 94:236, 157:315] = 1
+    previous = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        outs = []
+        for box in (False, True):
+            net = prepare_for_inference(model, support_layer4_box=box).cuda()
+            assert (net._layer4_radii is not None) == box
+            with torch.inference_mode():
+                outs.append(net(x.cuda(), s_x.cuda(), s_y.cuda()))
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = previous
+    for whole, boxed in zip(*outs):
+        torch.testing.assert_close(boxed, whole, rtol=1e-4, atol=1e-4)
+
+
+def test_the_feature_cache_on_the_gpu_gives_the_uncached_scores(toy_root: Path,
+                                                                tmp_path: Path) -> None:
+    """msanet-eval --feature-cache on CUDA against the uncached run (batches of 8)."""
+    plain = _eval_miou(toy_root, tmp_path, "plain", "--device", "cuda", "--no-tf32")
+    cached = _eval_miou(toy_root, tmp_path, "cached", "--device", "cuda", "--no-tf32",
+                        "--feature-cache", "512")
+    print({"plain": plain, "cached": cached})
+    assert abs(cached - plain) < 1e-3
