@@ -51,7 +51,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from msanet_lib.model.inference import prepare_for_inference
+from msanet_lib.model.inference import prepare_for_inference, prepare_for_training
 from msanet_lib.model.msanet import MSANet, MSANetConfig
 from msanet_lib.runtime import set_tf32
 
@@ -398,8 +398,16 @@ def _train_against_authors(theirs: nn.Module, ours: MSANet, ep: dict, repeats: i
         out = ours(x, s_x, s_y, y_m, y_b, cat)
         return out.main_loss + out.aux_loss1 + out.aux_loss2
 
+    ours.train()
+    copy_ = prepare_for_training(ours)  # what msanet-train runs: frozen parts folded, box
+
+    def copy_loss() -> torch.Tensor:
+        out = copy_(x, s_x, s_y, y_m, y_b, cat)
+        return out.main_loss + out.aux_loss1 + out.aux_loss2
+
     variants = {"authors, float32": stepper(theirs, theirs_loss),
-                "ours, float32": stepper(ours, ours_loss)}
+                "ours, float32, model as written": stepper(ours, ours_loss),
+                "ours, float32, training copy (msanet-train)": stepper(copy_, copy_loss)}
     for fn in variants.values():
         fn()  # warm-up, allocates the momentum buffers
     wall, cpu = _interleaved(variants, repeats)

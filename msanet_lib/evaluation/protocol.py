@@ -38,7 +38,8 @@ Reusing work. ``feature_cache_bytes > 0`` encodes each image once and keeps its 
 features in a least-recently-used cache of that many bytes, shared by all seeds
 (:mod:`msanet_lib.evaluation.cached_encoder`): the backbone is frozen and sees every image
 unmasked, so the features do not depend on the episode. The scores are identical to an
-uncached run (bit for bit on the CPU; see that module for why and for the GPU). Off by default.
+uncached run (bit for bit on the CPU in channels_last; see that module for why and for the
+GPU). Off by default.
 
 Several processes. ``shard=(rank, world_size)`` (validation during multi-GPU training) cuts the
 walk into the batches one process would run and gives process ``rank`` every

@@ -185,3 +185,59 @@ def prepare_for_inference(
     if channels_last:
         prepared = prepared.to(memory_format=torch.channels_last)
     return prepared
+
+
+def prepare_for_training(
+    model: nn.Module,
+    *,
+    factorise_base_learner: bool = True,
+    support_layer4_box: bool | None = None,
+) -> nn.Module:
+    """A training copy of ``model`` whose frozen parts do less work; the trainable ones are shared.
+
+    In stage 2 the backbone and the base learner are frozen and, with ``config.fix_bn``, every
+    BatchNorm runs on its running statistics: the frozen parts compute the same fixed function
+    as in evaluation, so they can be prepared as :func:`prepare_for_inference` does (BatchNorm
+    folded, factorised base learner, supports' layer4 on the mask box), while the meta
+    learner keeps its own BatchNorms and Dropouts and trains as written.
+
+    The copy shares every trainable ``nn.Parameter`` with ``model`` (the same objects): an
+    optimizer built on ``model``'s parameters trains both, and ``model.state_dict()`` stays
+    the authors' layout (save ``model``, never the copy). Only the frozen tensors are copied
+    (folded), about 186 MB for ResNet-50 with its PSPNet head.
+
+    Args:
+        model: an MSANet with ``config.fix_bn`` (any other model, or ``fix_bn`` off, is
+            returned unchanged: a BatchNorm on batch statistics cannot be folded).
+        factorise_base_learner: see :func:`prepare_for_inference`.
+        support_layer4_box: compute the supports' layer4 only on the box their masks reach
+            (:mod:`~msanet_lib.model.support_region`). None (default): for a layer4 of at
+            least ``BOX_MIN_CHANNELS`` channels, on the CPU only, because the box's size is
+            read on the host, a device sync the training loop avoids on accelerators.
+
+    Returns:
+        The copy, in ``model``'s training mode, or ``model`` itself when nothing applies.
+        Its losses and gradients equal ``model``'s up to float rounding (and the same dropout
+        draws: the frozen parts draw no random numbers except the base learner's Dropout2d,
+        which sees a tensor of the same shape).
+    """
+    plain = unwrap_model(model)
+    config = getattr(plain, "config", None)
+    if not (hasattr(plain, "frozen_modules") and getattr(config, "fix_bn", False)):
+        return model
+    shared = {id(p): p for p in plain.parameters() if p.requires_grad}
+    copied = copy.deepcopy(plain, memo=shared)  # memo hits: the trainable Parameters stay shared
+    training = copied.training
+    copied.eval()
+    # Fold only the frozen convolutions: a trainable one (hyper_final) must stay shared.
+    trainable_convs = {name for name, m in copied.named_modules()
+                       if isinstance(m, nn.Conv2d) and m.weight.requires_grad}
+    fold_batch_norms(copied, keep=set(convs_read_before_norm(copied)) | trainable_convs)
+    if factorise_base_learner:
+        factorise_base_learners(copied)
+    if hasattr(copied, "use_support_layer4_box"):
+        if support_layer4_box is None:
+            on_cpu = next(plain.parameters()).device.type == "cpu"
+            support_layer4_box = on_cpu and copied._backbone.channels[4] >= BOX_MIN_CHANNELS
+        copied.use_support_layer4_box(support_layer4_box)
+    return copied.train(training)

@@ -33,7 +33,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
-from msanet_lib.runtime import autocast, remove_stale_temps, seed_all
+from msanet_lib.runtime import autocast, remove_stale_temps, seed_all, unwrap_model
 from msanet_lib.training.checkpoint import (
     capture_rng_state,
     export_model,
@@ -118,6 +118,10 @@ class StageSpec:
         find_unused_parameters: passed to DistributedDataParallel.
         frozen_buffers: no buffer changes in training (every BatchNorm in eval mode, stage 2
             with ``fix_bn``): DDP then skips broadcasting them from rank 0 at every step.
+        training_copy: ``training_copy(model) -> module`` computing the same training forward
+            with less work and sharing ``model``'s trainable parameters (stage 2:
+            :func:`~msanet_lib.model.inference.prepare_for_training`); the steps run on it,
+            saving, resuming and validation use ``model``. None: the steps run on ``model``.
         notes: facts for the run summary (initialisation, dataset sizes).
     """
 
@@ -133,6 +137,7 @@ class StageSpec:
     sync_batchnorm: bool = False
     find_unused_parameters: bool = False
     frozen_buffers: bool = False
+    training_copy: Callable[[nn.Module], nn.Module] | None = None
     notes: dict[str, Any] = field(default_factory=dict)
 
 
@@ -252,20 +257,9 @@ class Trainer:
         self.optimizer = torch.optim.SGD(spec.param_groups, lr=recipe.base_lr,
                                          momentum=recipe.momentum,
                                          weight_decay=recipe.weight_decay)
-        wrapped: nn.Module = model
+        self._compile = compile
         self._ddp: nn.parallel.DistributedDataParallel | None = None
-        if ctx.distributed:
-            if spec.sync_batchnorm and ctx.device.type == "cuda":
-                wrapped = nn.SyncBatchNorm.convert_sync_batchnorm(wrapped)
-            device_ids = [ctx.device] if ctx.device.type == "cuda" else None
-            wrapped = nn.parallel.DistributedDataParallel(
-                wrapped, device_ids=device_ids,
-                find_unused_parameters=spec.find_unused_parameters,
-                broadcast_buffers=not spec.frozen_buffers)
-            self._ddp = wrapped  # no_sync() lives here, also when compile wraps it
-        if compile:
-            wrapped = torch.compile(wrapped)
-        self.model = wrapped
+        self.model = self._wrap()
         self.scaler = torch.amp.GradScaler(ctx.device.type, enabled=(amp == "fp16"))
 
         self.sampler = EpochBatchSampler(len(spec.train_set), recipe.batch_size, seed,
@@ -303,6 +297,28 @@ class Trainer:
         self._sums: torch.Tensor | None = None  # running epoch_sums on the device
         self._sum_keys: list[str] = []
         self._checked_at = 0  # last iteration whose losses were read on the host
+
+    def _wrap(self) -> nn.Module:
+        """The module the steps call: the training copy (if any) of the plain model, under
+        DDP and ``torch.compile`` as configured. Built again after a resume, which may have
+        loaded other frozen weights into the plain model than the copy was made from."""
+        spec, ctx = self.spec, self.ctx
+        wrapped = self.plain_model
+        if spec.training_copy is not None:
+            wrapped = spec.training_copy(wrapped)
+        self._ddp = None
+        if ctx.distributed:
+            if spec.sync_batchnorm and ctx.device.type == "cuda":
+                wrapped = nn.SyncBatchNorm.convert_sync_batchnorm(wrapped)
+            device_ids = [ctx.device] if ctx.device.type == "cuda" else None
+            wrapped = nn.parallel.DistributedDataParallel(
+                wrapped, device_ids=device_ids,
+                find_unused_parameters=spec.find_unused_parameters,
+                broadcast_buffers=not spec.frozen_buffers)
+            self._ddp = wrapped  # no_sync() lives here, also when compile wraps it
+        if self._compile:
+            wrapped = torch.compile(wrapped)
+        return wrapped
 
     # --- loss accounting without per-step host syncs ------------------------------------------
     def _accumulate(self, parts: Mapping[str, torch.Tensor]) -> torch.Tensor:
@@ -368,6 +384,8 @@ class Trainer:
             raise ValueError(f"--resume {path}: an exported model has no optimizer state; "
                              "resume from last.pth.")
         self.plain_model.load_state_dict(ckpt["state_dict"])
+        if self.spec.training_copy is not None:
+            self.model = self._wrap()
         self.optimizer.load_state_dict(ckpt["optimizer"])
         saved = ckpt["scheduler"] or {}
         if saved and saved.get("max_iter") != self.schedule.max_iter:
@@ -420,14 +438,15 @@ class Trainer:
         interrupted = False
         # The batches come from the project's datasets, which build valid 0/1/255 labels: the
         # model skips its per-call value checks (host syncs) for the engine's steps only.
-        trusted = getattr(self.plain_model, "trusted_inputs", None)
-        if trusted is not None:
-            self.plain_model.trusted_inputs = True
+        nets = {id(m): m for m in (self.plain_model, unwrap_model(self.model))}.values()
+        trusted = [(net, net.trusted_inputs) for net in nets if hasattr(net, "trusted_inputs")]
+        for net, _ in trusted:
+            net.trusted_inputs = True
         try:
             interrupted = self._fit_epochs(stop_at_iteration)
         finally:
-            if trusted is not None:
-                self.plain_model.trusted_inputs = trusted
+            for net, value in trusted:
+                net.trusted_inputs = value
         if self.log is not None:
             self.log.close()
         barrier(self.ctx)

@@ -23,6 +23,7 @@ from torch import nn
 from msanet_lib.backbones.state_dicts import read_weights_file
 from msanet_lib.data.datasets import collate_episodes
 from msanet_lib.evaluation.protocol import evaluate
+from msanet_lib.model.inference import prepare_for_training
 from msanet_lib.model.msanet import MSANet
 from msanet_lib.training.checkpoint import EXPORT_FORMAT, FORMAT, clean_state_dict
 from msanet_lib.training.config import TrainConfig
@@ -153,6 +154,7 @@ def build_meta_stage(
         model_config=dict(cfg.model_config().__dict__),
         find_unused_parameters=m.find_unused_parameters,
         frozen_buffers=cfg.model.fix_bn,
+        training_copy=prepare_for_training if cfg.runtime.fast_frozen else None,
         notes={"init": note, "train_episodes": len(train_set), "val_images": len(val_set),
                "lists": lists_note(cfg), "base labels": base_labels_note(cfg)})
     recipe = Recipe(epochs=m.epochs, batch_size=m.batch_size, base_lr=m.base_lr,

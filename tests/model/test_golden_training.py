@@ -78,6 +78,12 @@ def train_step(model: MSANet, batch: dict, dtype: torch.dtype) -> dict:
             "grads": grads, "trainable": sorted(names[id(p)] for p in trained)}
 
 
+def scaled(a: torch.Tensor, b: torch.Tensor) -> float:
+    """max |a - b| / max(1, |b|), in float64."""
+    a, b = a.double(), b.double()
+    return ((a - b).abs() / b.abs().clamp(min=1.0)).max().item()
+
+
 def as_record(grad: torch.Tensor, gold: dict) -> dict[str, torch.Tensor]:
     """Our gradient in the fixture's compact form (full, or sum / norm / fixed entries)."""
     if "full" in gold:
@@ -88,10 +94,6 @@ def as_record(grad: torch.Tensor, gold: dict) -> dict[str, torch.Tensor]:
 
 def deviations(ours: dict, gold: dict) -> dict[str, float]:
     """Largest scaled error per loss and per gradient record: |a - b| / max(1, |b|)."""
-    def scaled(a: torch.Tensor, b: torch.Tensor) -> float:
-        b = b.double()
-        return ((a - b).abs() / b.abs().clamp(min=1.0)).max().item()
-
     result = {k: scaled(ours["losses"][k], gold[k]) for k in LOSSES}
     for name, record in gold["grads"].items():
         mine = as_record(ours["grads"][name], record)
@@ -99,6 +101,15 @@ def deviations(ours: dict, gold: dict) -> dict[str, float]:
             assert tuple(ours["grads"][name].shape) == tuple(record["shape"]), name
         result[name] = max(scaled(mine[k], record[k]) for k in mine)
     return result
+
+
+def record_gaps(a: dict, b: dict) -> dict[str, float]:
+    """Largest scaled error per loss and gradient record between two fixture records."""
+    gaps = {k: scaled(a[k], b[k]) for k in LOSSES}
+    for name, record in b["grads"].items():
+        keys = [k for k in ("full", "sum", "norm", "values") if k in record]
+        gaps[name] = max(scaled(a["grads"][name][k], record[k]) for k in keys)
+    return gaps
 
 
 @pytest.mark.slow
@@ -125,9 +136,15 @@ def test_golden_training_step(name: str, shots: int) -> None:
         layout = {k: record[k] for k in ("shape", "index") if k in record}
         exact_records[n] = as_record(exact["grads"][n], record) | layout
     rounding = deviations(ours32, dict(exact["losses"]) | {"grads": exact_records})
+    # Their float32 step's own rounding, from the fixture's float64 and float32 records. It
+    # depends on the CPU that made the fixture (AMX, AVX-512 and AVX2 kernels sum in other
+    # orders), so the bound is the triangle inequality, not twice our rounding:
+    # |ours32 - theirs32| <= |ours32 - ours64| + |ours64 - theirs64| + |theirs64 - theirs32|.
     # No cap on `rounding` here (test_golden.py has one): the float64 comparison above already
     # rules out a wrong operation, and the sums of 10^5-entry gradients round by up to 1e-2 in
-    # float32 on either side (identically, as the fixture's own float32 record shows).
+    # float32 on either side.
+    theirs = record_gaps(gold["float32"], gold["float64"])
     error32 = deviations(ours32, gold["float32"])
-    bad = {k: (v, rounding[k]) for k, v in error32.items() if v > TOL + 2 * rounding[k]}
+    bad = {k: (v, rounding[k], theirs[k]) for k, v in error32.items()
+           if v > TOL + rounding[k] + theirs[k]}
     assert not bad, f"float32 step differs from the authors' beyond rounding: {bad}"

@@ -1,4 +1,5 @@
-"""The evaluation copy (BatchNorm folded, channels_last): same function, original untouched."""
+"""The evaluation copy (BatchNorm folded, channels_last) and the stage-2 training copy: same
+function, original untouched, trainable parameters shared."""
 
 from __future__ import annotations
 
@@ -7,7 +8,12 @@ import torch
 from torch import nn
 
 from msanet_lib.backbones import build_backbone
-from msanet_lib.model.inference import conv_bn_pairs, fold_batch_norms, prepare_for_inference
+from msanet_lib.model.inference import (
+    conv_bn_pairs,
+    fold_batch_norms,
+    prepare_for_inference,
+    prepare_for_training,
+)
 from msanet_lib.model.msanet import MSANet, MSANetConfig
 from msanet_lib.modules.base_learner import BaseLearner, FactorisedBaseLearner
 
@@ -133,3 +139,79 @@ def test_weights_stored_in_the_autocast_dtype_give_the_same_outputs() -> None:
         ref, out = as_float(x, s_x, s_y), as_bf16(x, s_x, s_y)
     for a, b in zip(out, ref):
         torch.testing.assert_close(a, b, atol=0, rtol=0)
+
+
+# ---------------------------------------------------------------- the stage-2 training copy
+def _train_model(**overrides: object) -> MSANet:
+    torch.manual_seed(0)
+    model = MSANet(MSANetConfig(backbone="resnet_toy", shots=2, num_base_classes=5, **overrides))
+    _randomise_statistics(model)
+    return model.train()
+
+
+def _batch(size: int = 41) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(1)
+    s_y = torch.zeros(2, 2, size, size, dtype=torch.long)
+    s_y[..., 8:30, 10:25] = 1
+    s_y[:, 0, :3] = 255
+    y_m = torch.zeros(2, size, size, dtype=torch.long)
+    y_m[:, 5:20, 5:30] = 1
+    y_m[:, -2:] = 255
+    y_b = torch.randint(0, 5, (2, size, size), generator=g)
+    return {"x": torch.randn(2, 3, size, size, generator=g),
+            "s_x": torch.randn(2, 2, 3, size, size, generator=g),
+            "s_y": s_y, "y_m": y_m, "y_b": y_b, "cat": torch.tensor([0, 3])}
+
+
+def _step(net: nn.Module, batch: dict[str, torch.Tensor], seed: int = 7
+          ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Loss parts and the gradient of every trainable parameter of one training forward."""
+    torch.manual_seed(seed)  # the same dropout draws for both nets
+    out = net(batch["x"], batch["s_x"], batch["s_y"], batch["y_m"], batch["y_b"], batch["cat"])
+    losses = torch.stack([out.main_loss, out.aux_loss1, out.aux_loss2])
+    params = {n: p for n, p in net.named_parameters() if p.requires_grad}
+    grads = torch.autograd.grad(losses.sum(), list(params.values()))
+    return losses.detach(), dict(zip(params, grads))
+
+
+def test_copy_shares_the_trainable_parameters_and_folds_only_frozen_parts() -> None:
+    model = _train_model()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    copy_ = prepare_for_training(model)
+    assert copy_ is not model and copy_.training
+    shared = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    theirs = {n: p for n, p in copy_.named_parameters() if p.requires_grad}
+    assert list(theirs) == list(shared)
+    assert all(theirs[n] is p for n, p in shared.items())  # the same objects, not copies
+    # Every frozen BatchNorm folded; hyper_final's (trainable convolution) kept.
+    assert _batch_norms(copy_) == 1 and isinstance(copy_.hyper_final[1], nn.BatchNorm2d)
+    assert isinstance(copy_.learner_base, FactorisedBaseLearner)
+    # The model itself is untouched: same keys, values, modules.
+    after = model.state_dict()
+    assert list(after) == list(before) and all(torch.equal(after[k], v) for k, v in before.items())
+    assert _batch_norms(model) == 29
+    # An optimizer step on the model's parameters is a step of the copy too.
+    with torch.no_grad():
+        shared["cls_meta.3.bias"].add_(1.0)
+    assert torch.equal(copy_.cls_meta[3].bias, shared["cls_meta.3.bias"])
+
+
+def test_copy_gives_the_same_losses_and_gradients() -> None:
+    model, batch = _train_model(), _batch()
+    for box in (False, True):  # the toy layer4 keeps the box off by default; test it on too
+        copy_ = prepare_for_training(model, support_layer4_box=box)
+        assert (copy_._layer4_radii is not None) == box
+        losses, grads = _step(model, batch)
+        losses_c, grads_c = _step(copy_, batch)
+        torch.testing.assert_close(losses_c, losses, rtol=1e-5, atol=1e-6)
+        assert list(grads_c) == list(grads)
+        for name, g in grads.items():
+            torch.testing.assert_close(grads_c[name], g, rtol=1e-4, atol=1e-6, msg=name)
+        assert any(g.abs().sum() > 0 for g in grads.values())
+
+
+def test_nothing_to_fold_returns_the_model() -> None:
+    model = _train_model(fix_bn=False)  # BatchNorms on batch statistics: folding would change them
+    assert prepare_for_training(model) is model
+    plain = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4))
+    assert prepare_for_training(plain) is plain
