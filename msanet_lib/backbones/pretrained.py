@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from torch import Tensor
@@ -40,10 +39,12 @@ from torch import Tensor
 from msanet_lib.backbones.base import Backbone
 from msanet_lib.backbones.state_dicts import (
     BENIGN_MISSING_SUFFIXES,
-    StateDictMatch,
+    LoadReport,
+    describe_problems,
     extract_state_dict,
     match_state_dict,
     read_weights_file,
+    rename_prefixes,
     strip_wrapper_prefixes,
 )
 from msanet_lib.backbones.vgg import VGG_STAGE_BOUNDS, VGGBackbone
@@ -101,48 +102,6 @@ KNOWN_GAPS: dict[str, Callable[[str], bool]] = {
 }
 
 
-@dataclass
-class WeightsReport:
-    """What :func:`load_imagenet_weights` did.
-
-    Attributes:
-        source: the file (or ``"torchvision"``) read.
-        file_format: ``"authors-resnet"``, ``"torchvision-resnet"``, ``"vgg16_bn"`` (authors' and
-            torchvision's VGG files share one layout) or ``"msanet"``.
-        loaded: backbone keys that received a tensor.
-        missing: backbone keys left as they were (not in the file).
-        mismatched: ``(key, file shape, model shape)`` pairs left as they were.
-        ignored: file keys deliberately not used (ImageNet classifier, incompatible stem, heads).
-        unexpected: file keys that should have mapped onto the backbone but did not.
-    """
-
-    source: str
-    file_format: str
-    loaded: list[str] = field(default_factory=list)
-    missing: list[str] = field(default_factory=list)
-    mismatched: list[tuple[str, tuple[int, ...], tuple[int, ...]]] = field(default_factory=list)
-    ignored: list[str] = field(default_factory=list)
-    unexpected: list[str] = field(default_factory=list)
-
-    @property
-    def complete(self) -> bool:
-        """True when every backbone tensor was loaded."""
-        return not (self.missing or self.mismatched)
-
-    def summary(self) -> str:
-        """One paragraph for logs and warnings."""
-        match = StateDictMatch(
-            missing=self.missing, unexpected=self.unexpected, mismatched=self.mismatched
-        )
-        text = (
-            f"{self.source} ({self.file_format}): loaded {len(self.loaded)} backbone tensors, "
-            f"ignored {len(self.ignored)} file entries"
-        )
-        if not self.complete or self.unexpected:
-            text += f"; NOT loaded (kept their random init): {match.problems()}"
-        return text
-
-
 def default_imagenet_path(name: str) -> Path:
     """Where the authors' ImageNet file for backbone ``name`` is expected by default
     (``resnet_toy``: the shipped stage-0 export)."""
@@ -161,7 +120,7 @@ def load_imagenet_weights(
     source: str | Path | Mapping[str, Tensor] | None = None,
     *,
     strict: bool = True,
-) -> WeightsReport:
+) -> LoadReport:
     """Initialise ``backbone`` in place from ImageNet weights.
 
     Args:
@@ -176,7 +135,8 @@ def load_imagenet_weights(
             warns about the rest.
 
     Returns:
-        A :class:`WeightsReport`.
+        A :class:`~msanet_lib.backbones.state_dicts.LoadReport` (``file_format`` is the layout
+        detected by :func:`detect_format`; ``loaded``/``missing`` are backbone keys).
 
     Raises:
         FileNotFoundError: the file does not exist (says how to get it).
@@ -200,21 +160,15 @@ def load_imagenet_weights(
         obj = read_weights_file(source, how_to_get=hint)
         raw, _ = extract_state_dict(obj, source)
         label = str(source)
-    state, _ = strip_wrapper_prefixes(raw)
+    # the weights layer's steps: adapt (wrappers, format, rename map) -> match -> report
+    state, removed = strip_wrapper_prefixes(raw)
     file_format = detect_format(state, label)
     _check_architecture(backbone, file_format, label)
     mapped, ignored = MAPPERS[file_format](state)
 
     match = match_state_dict(backbone.state_dict(), mapped)
-    report = WeightsReport(
-        source=label,
-        file_format=file_format,
-        loaded=list(match.loadable),
-        missing=match.missing,
-        mismatched=match.mismatched,
-        ignored=ignored,
-        unexpected=match.unexpected,
-    )
+    report = LoadReport.from_match(label, file_format, match, ignored=ignored,
+                                   prefixes_removed=removed)
     if not any(not k.endswith(BENIGN_MISSING_SUFFIXES) for k in match.loadable):
         raise ValueError(
             f"nothing in {label} fits the {name} backbone: {match.problems()}. Is this file for "
@@ -222,18 +176,16 @@ def load_imagenet_weights(
         )
     if strict:
         known = KNOWN_GAPS.get(file_format, lambda _key: False)
-        surprises = StateDictMatch(
-            missing=[k for k in report.missing if not known(k)],
-            unexpected=report.unexpected,
-            mismatched=[m for m in report.mismatched if not known(m[0])],
-        )
-        if not surprises.ok:
+        missing = [k for k in report.missing if not known(k)]
+        mismatched = [m for m in report.mismatched if not known(m[0])]
+        if missing or mismatched or report.unexpected:
             raise ValueError(
-                f"{label} does not fit the {name} backbone: {surprises.problems()}. "
+                f"{label} does not fit the {name} backbone: "
+                f"{describe_problems(missing, report.unexpected, mismatched)}. "
                 "Pass strict=False to load only the matching tensors."
             )
     backbone.load_state_dict(match.loadable, strict=False)
-    if not report.complete or report.unexpected:
+    if not report.ok:
         warnings.warn(report.summary(), stacklevel=2)
     return report
 
@@ -268,21 +220,12 @@ def _check_architecture(backbone: Backbone, file_format: str, label: str) -> Non
 
 def _map_authors_resnet(state: Mapping[str, Tensor]) -> tuple[dict[str, Tensor], list[str]]:
     """Deep-stem ResNet (``conv1..3``, ``bn1..3`` at top level) -> ``layer0.{0,1,3,4,6,7}``."""
-    mapped: dict[str, Tensor] = {}
-    ignored: list[str] = []
-    for key, value in state.items():
-        stem = next((p for p in AUTHORS_STEM_TO_LAYER0 if key.startswith(p)), None)
-        if stem is not None:
-            mapped[AUTHORS_STEM_TO_LAYER0[stem] + key[len(stem) :]] = value
-        elif key.startswith(STAGE_PREFIXES):
-            mapped[key] = value
-        else:  # fc.*: the ImageNet classifier
-            ignored.append(key)
-    return mapped, ignored
+    return _keep_stages(rename_prefixes(state, AUTHORS_STEM_TO_LAYER0))  # fc.*: ignored
 
 
-def _map_torchvision_resnet(state: Mapping[str, Tensor]) -> tuple[dict[str, Tensor], list[str]]:
-    """torchvision ResNet: ``layer1..4`` by name; the 7x7 stem and ``fc`` cannot be used."""
+def _keep_stages(state: Mapping[str, Tensor]) -> tuple[dict[str, Tensor], list[str]]:
+    """Keep ``layer0..4.*``; the rest is ignored: torchvision's 7x7 stem and ``fc``, the heads
+    of our own files and BAM's ``encoder`` copy."""
     mapped = {k: v for k, v in state.items() if k.startswith(STAGE_PREFIXES)}
     return mapped, [k for k in state if k not in mapped]
 
@@ -306,17 +249,11 @@ def _map_vgg(state: Mapping[str, Tensor]) -> tuple[dict[str, Tensor], list[str]]
     return mapped, ignored
 
 
-def _map_msanet(state: Mapping[str, Tensor]) -> tuple[dict[str, Tensor], list[str]]:
-    """Our own layout: keep ``layer0..4.*``; heads and BAM's ``encoder`` copy are ignored."""
-    mapped = {k: v for k, v in state.items() if k.startswith(STAGE_PREFIXES)}
-    return mapped, [k for k in state if k not in mapped]
-
-
 MAPPERS: dict[str, Callable[[Mapping[str, Tensor]], tuple[dict[str, Tensor], list[str]]]] = {
     "authors-resnet": _map_authors_resnet,
-    "torchvision-resnet": _map_torchvision_resnet,
+    "torchvision-resnet": _keep_stages,
     "vgg16_bn": _map_vgg,
-    "msanet": _map_msanet,
+    "msanet": _keep_stages,
 }
 
 

@@ -1,7 +1,20 @@
-"""Reading weight files safely and matching their tensors to a model, with clear errors.
+"""The weights layer: reading weight files safely, adapting their names, matching, reporting.
 
-Shared by the ImageNet-weights loader (:mod:`msanet_lib.backbones.pretrained`) and the
-checkpoint loader (:mod:`msanet_lib.model.checkpoints`).
+Every load of a weights file into a model goes through the same four steps:
+
+1. **read** (:func:`read_weights_file`, :func:`extract_state_dict`): a file -> its tensors;
+2. **adapt**: remove wrapper prefixes (:func:`strip_wrapper_prefixes`), detect the file's format
+   and rename its keys to the model's (:func:`rename_prefixes` with the format's map);
+3. **match** (:func:`match_state_dict` -> :class:`StateDictMatch`): key by key against the
+   tensors the model expects;
+4. **report** (:class:`LoadReport`): what the load did, one type for every kind of file.
+
+The formats and their rename maps live with the loaders of each kind of file:
+:mod:`msanet_lib.backbones.pretrained` (ImageNet files: the authors', torchvision's, ours),
+:mod:`msanet_lib.model.checkpoints` (the authors' MSANet files and BAM/PSPNet base learners,
+also used by stage 2 for our own stage-1/stage-2 files). Our training checkpoints
+(:mod:`msanet_lib.training.checkpoint`) are written without wrapper prefixes by
+:func:`strip_wrapper_prefixes` too.
 
 Safety: files are read with ``torch.load(weights_only=True)``, which only rebuilds tensors and
 plain containers. A file holding pickled Python objects (e.g. a whole model saved with
@@ -12,7 +25,7 @@ that is done only when the caller passes ``allow_pickle=True``.
 from __future__ import annotations
 
 import pickle
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -104,6 +117,10 @@ def extract_state_dict(obj: Any, path: str | Path) -> tuple[dict[str, Tensor], d
 def strip_wrapper_prefixes(state: Mapping[str, Tensor]) -> tuple[dict[str, Tensor], list[str]]:
     """Remove ``module.`` / ``_orig_mod.`` when EVERY key carries it (DDP, torch.compile).
 
+    A wrapper prefixes every key of the model it wraps, so a prefix only some keys carry is a
+    real submodule name (a model may well have a child called ``module``) and is kept. Nested
+    wrappers (DDP around a compiled model: ``module._orig_mod.``) are removed one after the other.
+
     Returns the new dict and the prefixes removed, in order.
     """
     out = dict(state)
@@ -117,6 +134,18 @@ def strip_wrapper_prefixes(state: Mapping[str, Tensor]) -> tuple[dict[str, Tenso
                 removed.append(prefix)
                 changed = True
     return out, removed
+
+
+def rename_prefixes(state: Mapping[str, Tensor], renames: Mapping[str, str]) -> dict[str, Tensor]:
+    """Rename keys by prefix (``{old prefix: new prefix}``, first match wins); others are kept.
+
+    The order of the keys is kept, so the loaded keys come out in the file's order.
+    """
+    out: dict[str, Tensor] = {}
+    for key, value in state.items():
+        old = next((p for p in renames if key.startswith(p)), None)
+        out[renames[old] + key[len(old) :] if old is not None else key] = value
+    return out
 
 
 @dataclass
@@ -144,19 +173,7 @@ class StateDictMatch:
 
     def problems(self, limit: int = LIST_LIMIT) -> str:
         """Human-readable listing: counts, then the first ``limit`` names of each kind."""
-        parts = []
-        if self.missing:
-            parts.append(f"{len(self.missing)} missing key(s): {_first(self.missing, limit)}")
-        if self.unexpected:
-            parts.append(
-                f"{len(self.unexpected)} unexpected key(s): {_first(self.unexpected, limit)}"
-            )
-        if self.mismatched:
-            shown = [
-                f"{k} (file {tuple(s)} vs model {tuple(m)})" for k, s, m in self.mismatched
-            ]
-            parts.append(f"{len(self.mismatched)} shape mismatch(es): {_first(shown, limit)}")
-        return "; ".join(parts) if parts else "all keys match"
+        return describe_problems(self.missing, self.unexpected, self.mismatched, limit)
 
 
 def match_state_dict(
@@ -178,6 +195,94 @@ def match_state_dict(
             result.loadable[key] = tensor
     result.unexpected = [k for k in source if k not in expected]
     return result
+
+
+def describe_problems(
+    missing: Sequence[str],
+    unexpected: Sequence[str],
+    mismatched: Sequence[tuple[str, tuple[int, ...], tuple[int, ...]]],
+    limit: int = LIST_LIMIT,
+) -> str:
+    """Counts, then the first ``limit`` names of each kind of gap ("all keys match" if none)."""
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} missing key(s): {_first(missing, limit)}")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected key(s): {_first(unexpected, limit)}")
+    if mismatched:
+        shown = [f"{k} (file {tuple(s)} vs model {tuple(m)})" for k, s, m in mismatched]
+        parts.append(f"{len(mismatched)} shape mismatch(es): {_first(shown, limit)}")
+    return "; ".join(parts) if parts else "all keys match"
+
+
+@dataclass
+class LoadReport:
+    """What a load of a weights file into a model did (every loader returns this type).
+
+    Attributes:
+        source: the file read (``"<state dict>"`` for an in-memory dict, ``"torchvision"``).
+        file_format: the layout detected: ImageNet files ``"authors-resnet"``,
+            ``"torchvision-resnet"``, ``"vgg16_bn"``, ``"msanet"`` (``layer0..4`` keys); the
+            authors' trained files ``"pspnet"`` (a base learner) or ``"msanet"`` (a full model).
+        loaded: model keys that received a tensor.
+        missing: model keys the file should have filled but does not have (kept as they were).
+        mismatched: ``(key, file shape, model shape)`` for keys left as they were.
+        ignored: file keys deliberately not used (ImageNet classifier, BAM's ``encoder`` copy,
+            heads the model does not have).
+        unexpected: file keys that should have mapped onto the model but did not.
+        untouched: model keys deliberately kept as they were (MSANet's meta learner when a
+            base-learner file is loaded).
+        prefixes_removed: wrapper prefixes stripped from the file keys (``module.``).
+        epoch: the ``'epoch'`` entry of the file, if any.
+        notes: human-readable remarks.
+    """
+
+    source: str
+    file_format: str
+    loaded: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    mismatched: list[tuple[str, tuple[int, ...], tuple[int, ...]]] = field(default_factory=list)
+    ignored: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+    untouched: list[str] = field(default_factory=list)
+    prefixes_removed: list[str] = field(default_factory=list)
+    epoch: int | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @classmethod
+    def from_match(cls, source: str, file_format: str, match: StateDictMatch, **extra: Any) -> LoadReport:
+        """The report of loading ``match.loadable``; ``extra`` fills the other fields."""
+        return cls(source=source, file_format=file_format, loaded=list(match.loadable),
+                   missing=match.missing, mismatched=match.mismatched,
+                   unexpected=match.unexpected, **extra)
+
+    @property
+    def complete(self) -> bool:
+        """True when every model tensor the file was meant to fill was loaded."""
+        return not (self.missing or self.mismatched)
+
+    @property
+    def ok(self) -> bool:
+        """True when the load is complete and no file tensor was left unplaced."""
+        return self.complete and not self.unexpected
+
+    def problems(self, limit: int = LIST_LIMIT) -> str:
+        """The gaps: counts, then the first ``limit`` names of each kind."""
+        return describe_problems(self.missing, self.unexpected, self.mismatched, limit)
+
+    def summary(self) -> str:
+        """A few lines for logs and warnings: what loaded, the notes, then the gaps."""
+        head = f"{self.source} ({self.file_format}): loaded {len(self.loaded)} tensors"
+        if self.epoch is not None:
+            head += f" (epoch {self.epoch})"
+        if self.ignored:
+            head += f", ignored {len(self.ignored)} file entries"
+        if self.prefixes_removed:
+            head += f", removed the wrapper prefixes {', '.join(self.prefixes_removed)}"
+        lines = [head, *self.notes]
+        if not self.ok:
+            lines.append(f"NOT loaded (kept their current values): {self.problems()}")
+        return "\n".join(lines)
 
 
 def _first(items: Iterable[str], limit: int) -> str:

@@ -12,12 +12,16 @@
 - the same with a DDP ``module.`` prefix, as a plain state dict, or as a whole pickled model
   (only with ``allow_pickle=True``, because unpickling runs code from the file).
 
-Our own training checkpoints are handled by :mod:`msanet_lib.training.checkpoint`.
+The renaming (:func:`adapt_to_model`: wrapper prefixes, BAM's ``encoder`` copy, the one
+PSPNet -> MSANet map :data:`PSPNET_TO_MSANET`) is shared with stage 2's ``load_base_learner``,
+which reads the same files and our own stage-1/stage-2 files. Our own training checkpoints are
+written and read by :mod:`msanet_lib.training.checkpoint`.
 """
 
 from __future__ import annotations
 
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,10 +30,11 @@ import torch
 from torch import Tensor, nn
 
 from msanet_lib.backbones.state_dicts import (
-    StateDictMatch,
+    LoadReport,
     extract_state_dict,
     match_state_dict,
     read_weights_file,
+    rename_prefixes,
     strip_wrapper_prefixes,
 )
 from msanet_lib.runtime import unwrap_model
@@ -40,54 +45,54 @@ HOW_TO_GET = (
     "(github.com/AIVResearch/MSANet, OneDrive folders)."
 )
 BACKBONE_PREFIXES: tuple[str, ...] = tuple(f"layer{i}." for i in range(5))
-# Where PSPNet's head lives in each model: PSPNet ``ppm``/``cls``, MSANet ``learner_base.0/1``.
-PSPNET_HEAD: tuple[str, str] = ("ppm.", "cls.")
-MSANET_HEAD: tuple[str, str] = ("learner_base.0.", "learner_base.1.")
+# The one rename map between the two homes of PSPNet's head: PSPNet (and BAM's best.pth) keep
+# it as ``ppm``/``cls``, MSANet as the two halves of ``learner_base``.
+PSPNET_TO_MSANET: dict[str, str] = {"ppm.": "learner_base.0.", "cls.": "learner_base.1."}
+MSANET_TO_PSPNET: dict[str, str] = {new: old for old, new in PSPNET_TO_MSANET.items()}
+BASE_LEARNER_PREFIXES: tuple[str, ...] = (*PSPNET_TO_MSANET, *MSANET_TO_PSPNET)
+# BAM's PSPNet registers its backbone twice: ``layer{i}`` and ``encoder.{i}`` (same tensors).
+ENCODER_PREFIX = "encoder."
 
 
 @dataclass
-class CheckpointReport:
-    """What :func:`load_authors_checkpoint` loaded.
+class AdaptedState:
+    """A file's tensors renamed to a model's names (the "adapt" step of the weights layer).
 
     Attributes:
-        source: the file read.
-        source_kind: ``"pspnet"`` (a base-learner file) or ``"msanet"`` (a full model).
-        loaded: model keys that received a tensor, in the model's order.
-        untouched: model keys deliberately kept as they were (the meta learner when loading a
-            base-learner file into MSANet).
-        ignored: file keys deliberately not used (BAM's ``encoder`` duplicate, a meta learner
-            not present in a PSPNet, a base learner absent from an ablated MSANet).
-        missing, unexpected, mismatched: real gaps (empty after a strict load).
-        prefixes_removed: wrapper prefixes stripped from the file keys (``module.``).
-        epoch: the ``'epoch'`` entry of the file, if any.
-        notes: human-readable remarks.
+        state: the tensors under the model's names.
+        file_format: ``"pspnet"`` (a base-learner file: backbone + ``ppm``/``cls``) or
+            ``"msanet"`` (a full MSANet, or any file without a PSPNet-named head).
+        prefixes_removed: wrapper prefixes stripped from the keys (``module.``).
+        ignored: file keys dropped on purpose (BAM's ``encoder`` copy).
+        notes: human-readable remarks for the report.
     """
 
-    source: str
-    source_kind: str
-    loaded: list[str] = field(default_factory=list)
-    untouched: list[str] = field(default_factory=list)
-    ignored: list[str] = field(default_factory=list)
-    missing: list[str] = field(default_factory=list)
-    unexpected: list[str] = field(default_factory=list)
-    mismatched: list[tuple[str, tuple[int, ...], tuple[int, ...]]] = field(default_factory=list)
+    state: dict[str, Tensor]
+    file_format: str
     prefixes_removed: list[str] = field(default_factory=list)
-    epoch: int | None = None
+    ignored: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
-    def summary(self) -> str:
-        """A short multi-line description."""
-        lines = [
-            f"{self.source}: {self.source_kind} weights, loaded {len(self.loaded)} tensors"
-            + (f" (epoch {self.epoch})" if self.epoch is not None else "")
-        ]
-        lines += self.notes
-        gaps = StateDictMatch(
-            missing=self.missing, unexpected=self.unexpected, mismatched=self.mismatched
-        )
-        if not gaps.ok:
-            lines.append("not loaded: " + gaps.problems())
-        return "\n".join(lines)
+
+def adapt_to_model(raw: Mapping[str, Tensor], expected: Mapping[str, Tensor]) -> AdaptedState:
+    """Rename a PSPNet/MSANet state dict (the authors', BAM's or ours) to the names of a model.
+
+    Steps: strip wrapper prefixes, drop BAM's ``encoder`` copy (:func:`drop_encoder_duplicate`),
+    detect the format, then move the PSPNet head to where the model keeps it (``ppm``/``cls``
+    <-> ``learner_base.0/1``, :data:`PSPNET_TO_MSANET`). Used by :func:`load_authors_checkpoint`
+    and by stage 2's ``load_base_learner``, so both read a file the same way.
+
+    Args:
+        raw: the file's tensors.
+        expected: the model's ``state_dict()`` (only its keys are read).
+    """
+    state, removed = strip_wrapper_prefixes(raw)
+    state, ignored, notes = drop_encoder_duplicate(state, expected)
+    file_format = "pspnet" if any(k.startswith(tuple(PSPNET_TO_MSANET)) for k in state) else "msanet"
+    renames = _head_renames(expected)
+    if renames is not None:
+        state = rename_prefixes(state, renames)
+    return AdaptedState(state, file_format, removed, ignored, notes)
 
 
 def load_authors_checkpoint(
@@ -96,7 +101,7 @@ def load_authors_checkpoint(
     *,
     strict: bool = True,
     allow_pickle: bool = False,
-) -> CheckpointReport:
+) -> LoadReport:
     """Load one of the authors' weight files into ``model`` (PSPNet or MSANet) in place.
 
     Args:
@@ -109,7 +114,8 @@ def load_authors_checkpoint(
             for files you trust). Its ``state_dict()`` is then used.
 
     Returns:
-        A :class:`CheckpointReport`.
+        A :class:`~msanet_lib.backbones.state_dicts.LoadReport` whose ``file_format`` is
+        ``"pspnet"`` (a base-learner file) or ``"msanet"`` (a full model).
 
     Raises:
         FileNotFoundError: no such file (names the path and where to download it).
@@ -119,34 +125,31 @@ def load_authors_checkpoint(
     path = Path(source)
     obj = read_weights_file(path, how_to_get=HOW_TO_GET, allow_pickle=allow_pickle)
     raw, extras = extract_state_dict(obj, path)
-    state, removed = strip_wrapper_prefixes(raw)
     target = unwrap_model(model)
     expected = target.state_dict()
-
-    state, ignored, notes = _drop_encoder_duplicate(state, expected)
-    source_kind = "pspnet" if any(k.startswith(PSPNET_HEAD) for k in state) else "msanet"
-    state = _move_base_learner(state, expected)
+    adapted = adapt_to_model(raw, expected)
+    state, ignored, notes = adapted.state, adapted.ignored, adapted.notes
 
     # Which model keys this file is meant to fill, and which file keys it is meant to provide.
     untouched: list[str] = []
-    if source_kind == "pspnet" and any(not _is_pspnet_part(k) for k in expected):
-        untouched = [k for k in expected if not _is_pspnet_part(k)]
-        expected = {k: v for k, v in expected.items() if _is_pspnet_part(k)}
+    if adapted.file_format == "pspnet" and any(not is_pspnet_part(k) for k in expected):
+        untouched = [k for k in expected if not is_pspnet_part(k)]
+        expected = {k: v for k, v in expected.items() if is_pspnet_part(k)}
         notes.append(
             f"base-learner file: loaded only the backbone and the base learner; {len(untouched)} "
             "other model tensors (the meta learner) keep their current values"
         )
-    model_head = _head_layout(expected)
+    model_head = _head_renames(expected)
     extra: list[str] = []
-    if source_kind == "msanet" and model_head == PSPNET_HEAD:
-        extra = [k for k in state if not _is_pspnet_part(k)]
+    if adapted.file_format == "msanet" and model_head == MSANET_TO_PSPNET:
+        extra = [k for k in state if not is_pspnet_part(k)]
         if extra:
             notes.append(
                 f"MSANet file into a PSPNet: ignored {len(extra)} meta-learner tensors "
                 "(a PSPNet has only the backbone and the base learner)"
             )
     if model_head is None:
-        extra = [k for k in state if k.startswith(PSPNET_HEAD + MSANET_HEAD)]
+        extra = [k for k in state if k.startswith(BASE_LEARNER_PREFIXES)]
         if extra:
             notes.append(f"the model has no base learner: ignored {len(extra)} base-learner tensors")
     ignored += extra
@@ -154,18 +157,9 @@ def load_authors_checkpoint(
     state = {k: v for k, v in state.items() if k not in dropped}
 
     match = match_state_dict(expected, state)
-    report = CheckpointReport(
-        source=str(path),
-        source_kind=source_kind,
-        loaded=list(match.loadable),
-        untouched=untouched,
-        ignored=ignored,
-        missing=match.missing,
-        unexpected=match.unexpected,
-        mismatched=match.mismatched,
-        prefixes_removed=removed,
-        epoch=_as_int(extras.get("epoch")),
-        notes=notes,
+    report = LoadReport.from_match(
+        str(path), adapted.file_format, match, untouched=untouched, ignored=ignored,
+        prefixes_removed=adapted.prefixes_removed, epoch=_as_int(extras.get("epoch")), notes=notes,
     )
     if not match.ok and (strict or not match.loadable):
         raise ValueError(
@@ -179,29 +173,36 @@ def load_authors_checkpoint(
     return report
 
 
-def _is_pspnet_part(key: str) -> bool:
-    """Backbone or base-learner key (the part of a model a PSPNet file can fill)."""
-    return key.startswith(BACKBONE_PREFIXES + PSPNET_HEAD + MSANET_HEAD)
+def is_pspnet_part(key: str) -> bool:
+    """Backbone or base-learner key (the part of a model a PSPNet file can fill), under
+    PSPNet's or MSANet's names."""
+    return key.startswith(BACKBONE_PREFIXES + BASE_LEARNER_PREFIXES)
 
 
-def _drop_encoder_duplicate(
-    state: dict[str, Tensor], expected: dict[str, Tensor]
+def drop_encoder_duplicate(
+    state: dict[str, Tensor], expected: Mapping[str, Tensor]
 ) -> tuple[dict[str, Tensor], list[str], list[str]]:
     """Remove BAM's ``encoder.{i}.*`` copy of ``layer{i}.*`` unless the model has ``encoder``.
 
     If a file only has the ``encoder`` copy, it is renamed to ``layer{i}.*``.
+
+    Returns:
+        ``(state, dropped file keys, notes)``.
+
+    Raises:
+        ValueError: an ``encoder`` tensor differs from its ``layer`` twin (a modified file).
     """
-    if any(k.startswith("encoder.") for k in expected) or not any(
-        k.startswith("encoder.") for k in state
+    if any(k.startswith(ENCODER_PREFIX) for k in expected) or not any(
+        k.startswith(ENCODER_PREFIX) for k in state
     ):
         return state, [], []
     out: dict[str, Tensor] = {}
     dropped: list[str] = []
     for key, value in state.items():
-        if not key.startswith("encoder."):
+        if not key.startswith(ENCODER_PREFIX):
             out[key] = value
             continue
-        index, rest = key[len("encoder.") :].split(".", 1)
+        index, rest = key[len(ENCODER_PREFIX) :].split(".", 1)
         layer_key = f"layer{index}.{rest}"
         if layer_key in state:
             if not torch.equal(state[layer_key], value):
@@ -216,27 +217,15 @@ def _drop_encoder_duplicate(
     return out, dropped, notes if dropped else []
 
 
-def _head_layout(keys: dict[str, Tensor]) -> tuple[str, str] | None:
-    """``MSANET_HEAD`` or ``PSPNET_HEAD``: where the model keeps the PSPNet head (None: nowhere)."""
-    if any(k.startswith(MSANET_HEAD) for k in keys):
-        return MSANET_HEAD
-    if any(k.startswith(PSPNET_HEAD) for k in keys):
-        return PSPNET_HEAD
+def _head_renames(expected: Mapping[str, Tensor]) -> dict[str, str] | None:
+    """The rename map that moves a PSPNet head to where the model keeps it: MSANet
+    (``learner_base``) :data:`PSPNET_TO_MSANET`, PSPNet (``ppm``/``cls``) :data:`MSANET_TO_PSPNET`,
+    None when the model has no base learner."""
+    if any(k.startswith(tuple(MSANET_TO_PSPNET)) for k in expected):
+        return PSPNET_TO_MSANET
+    if any(k.startswith(tuple(PSPNET_TO_MSANET)) for k in expected):
+        return MSANET_TO_PSPNET
     return None
-
-
-def _move_base_learner(state: dict[str, Tensor], expected: dict[str, Tensor]) -> dict[str, Tensor]:
-    """Rename the PSPNet head between ``ppm``/``cls`` and ``learner_base.0/1`` to fit the model."""
-    layout = _head_layout(expected)
-    if layout is None:
-        return state
-    other = PSPNET_HEAD if layout == MSANET_HEAD else MSANET_HEAD
-    renames = dict(zip(other, layout))
-    out: dict[str, Tensor] = {}
-    for key, value in state.items():
-        old = next((p for p in renames if key.startswith(p)), None)
-        out[renames[old] + key[len(old) :] if old else key] = value
-    return out
 
 
 def _as_int(value: Any) -> int | None:

@@ -38,7 +38,6 @@ from msanet_lib.modules.aspp import ASPP
 from msanet_lib.modules.attention import Attention
 from msanet_lib.modules.base_learner import BaseLearner
 from msanet_lib.modules.decoder import (
-    aspp_reduction,
     classifier,
     feature_reduction,
     merge_block,
@@ -249,7 +248,7 @@ class MSANet(nn.Module):
             merge_in += rd
         self.init_merge = merge_block(merge_in, rd)
         self.ASPP_meta = ASPP(rd)
-        self.res1_meta = aspp_reduction(5 * rd, rd)
+        self.res1_meta = merge_block(5 * rd, rd)
         self.res2_meta = residual_block(rd)
         self.cls_meta = classifier(rd, 2)
         self.gram_merge = merge_conv()

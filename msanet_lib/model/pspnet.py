@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from msanet_lib.backbones import Backbone, build_backbone, share_backbone_layers
-from msanet_lib.modules.base_learner import PPM, build_learner_base
+from msanet_lib.modules.base_learner import PPM, BaseLearner
 from msanet_lib.runtime import IGNORE_LABEL
 
 
@@ -78,7 +78,7 @@ class PSPNet(nn.Module):
         self.backbone_name = backbone.name
         self.num_classes = num_classes
         self.ignore_index = ignore_index
-        learner = build_learner_base(backbone.channels[4], num_classes, hidden=hidden)
+        learner = BaseLearner(backbone.channels[4], num_classes, hidden=hidden)
         # Registered under BAM's names so ``best.pth`` files load key for key.
         self.ppm: PPM = learner.ppm
         self.cls: nn.Sequential = learner.cls

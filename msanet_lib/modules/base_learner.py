@@ -115,16 +115,6 @@ class BaseLearner(nn.Sequential):
         return self[1]
 
 
-def build_learner_base(
-    in_dim: int, num_classes: int, hidden: int = 512, bins: Sequence[int] = PPM_BINS
-) -> BaseLearner:
-    """MSANet's ``learner_base`` for a backbone whose layer4 has ``in_dim`` channels.
-
-    Shapes: (B, in_dim, h, w) -> (B, num_classes, h, w). See :class:`BaseLearner`.
-    """
-    return BaseLearner(in_dim, num_classes, hidden=hidden, bins=bins)
-
-
 def interpolation_matrix(n_in: int, n_out: int, like: Tensor) -> Tensor:
     """(n_out, n_in) weights of 1-D linear interpolation with ``align_corners=True``.
 

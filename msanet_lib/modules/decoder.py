@@ -4,8 +4,9 @@ Each builder returns an ``nn.Sequential`` whose indices give the authors' state-
 
 - ``feature_reduction`` (``down_query``, ``down_supp``): Conv1x1(C_in -> 256, no bias) + ReLU +
   Dropout2d(0.5), applied to concat[layer3, layer2]: (B, 1536, h, w) -> (B, 256, h, w).
-- ``merge_block`` (``init_merge``): Conv1x1(833 -> 256, no bias) + ReLU on merge_feat.
-- ``aspp_reduction`` (``res1_meta``): Conv1x1(1280 -> 256, no bias) + ReLU after the ASPP.
+- ``merge_block`` (``init_merge``, ``res1_meta``): Conv1x1(C_in -> 256, no bias) + ReLU, on
+  merge_feat (833 -> 256) and on the ASPP output (1280 -> 256): the authors use the same block
+  for both.
 - ``residual_block`` (``res2_meta``): [Conv3x3(256 -> 256, no bias) + ReLU] x 2; the model adds
   the skip connection, q = res2(q) + q.
 - ``classifier`` (``cls_meta``): Conv3x3 + ReLU + Dropout2d(0.1) + Conv1x1(256 -> 2, bias),
@@ -29,11 +30,6 @@ def feature_reduction(in_channels: int, out_channels: int = 256, dropout: float 
 def merge_block(in_channels: int, out_channels: int = 256) -> nn.Sequential:
     """(B, in_channels, h, w) -> (B, out_channels, h, w)."""
     return nn.Sequential(nn.Conv2d(in_channels, out_channels, kernel_size=1, bias=False), nn.ReLU(inplace=True))
-
-
-def aspp_reduction(in_channels: int, out_channels: int = 256) -> nn.Sequential:
-    """(B, in_channels, h, w) -> (B, out_channels, h, w)."""
-    return merge_block(in_channels, out_channels)
 
 
 def residual_block(channels: int = 256) -> nn.Sequential:

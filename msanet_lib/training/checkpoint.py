@@ -40,6 +40,7 @@ import numpy as np
 import torch
 
 from msanet_lib import __version__
+from msanet_lib.backbones.state_dicts import strip_wrapper_prefixes
 from msanet_lib.runtime import atomic_open
 
 FORMAT = "msanet-train-checkpoint"
@@ -47,7 +48,6 @@ EXPORT_FORMAT = "msanet-export"
 FORMAT_VERSION = 1
 REQUIRED_KEYS = ("config", "state_dict", "epoch", "iteration", "optimizer", "scheduler", "rng",
                  "library_version", "metrics")
-_WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 
 
 # --------------------------------------------------------------------------------------------
@@ -99,21 +99,6 @@ def atomic_torch_save(obj: Any, path: str | Path) -> Path:
     return Path(path)
 
 
-def clean_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Drop the ``module.`` (DDP) and ``_orig_mod.`` (torch.compile) prefixes from keys."""
-    out = {}
-    for key, value in state_dict.items():
-        changed = True
-        while changed:
-            changed = False
-            for prefix in _WRAPPER_PREFIXES:
-                if key.startswith(prefix):
-                    key = key[len(prefix):]
-                    changed = True
-        out[key] = value
-    return out
-
-
 def save_checkpoint(
     path: str | Path,
     *,
@@ -140,7 +125,8 @@ def save_checkpoint(
         "stage": stage,
         "config": dict(config),
         "model_config": dict(model_config),
-        "state_dict": clean_state_dict(state_dict),
+        # a DDP / torch.compile model's keys are saved without the wrapper's prefix
+        "state_dict": strip_wrapper_prefixes(state_dict)[0],
         "epoch": int(epoch),
         "iteration": int(iteration),
         "optimizer": optimizer,
@@ -202,7 +188,7 @@ def export_model(
         k: (v.detach().to("cpu", torch.float32) if v.is_floating_point() else v.detach().cpu())
         .contiguous()
         .clone()
-        for k, v in clean_state_dict(state_dict).items()
+        for k, v in strip_wrapper_prefixes(state_dict)[0].items()
     }
     payload = {
         "format": EXPORT_FORMAT,

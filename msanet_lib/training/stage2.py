@@ -13,44 +13,23 @@ mIoU selects ``best.pth``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from msanet_lib.backbones.state_dicts import read_weights_file
+from msanet_lib.backbones.state_dicts import match_state_dict, read_weights_file
 from msanet_lib.data.datasets import collate_episodes
 from msanet_lib.evaluation.protocol import evaluate
+from msanet_lib.model.checkpoints import adapt_to_model, is_pspnet_part
 from msanet_lib.model.inference import prepare_for_training
 from msanet_lib.model.msanet import MSANet
-from msanet_lib.training.checkpoint import EXPORT_FORMAT, FORMAT, clean_state_dict
+from msanet_lib.training.checkpoint import EXPORT_FORMAT, FORMAT
 from msanet_lib.training.config import TrainConfig
 from msanet_lib.training.data import base_labels_note, episode_dataset, lists_note
 from msanet_lib.training.distributed import DistContext
 from msanet_lib.training.engine import Recipe, StageSpec, StepOutput
-
-# PSPNet (stage 1) names -> MSANet names: the encoder keeps its names, PPM and classifier
-# become the two halves of ``learner_base``.
-_PSP_TO_MSANET = {"ppm.": "learner_base.0.", "cls.": "learner_base.1."}
-
-
-def base_learner_state(pspnet_state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Rename a stage-1 PSPNet state dict for MSANet (``ppm.*`` -> ``learner_base.0.*`` ...).
-
-    BAM's duplicate ``encoder.*`` copy of the backbone is dropped.
-    """
-    out = {}
-    for key, value in clean_state_dict(pspnet_state).items():
-        if key.startswith("encoder."):
-            continue
-        for old, new in _PSP_TO_MSANET.items():
-            if key.startswith(old):
-                key = new + key[len(old):]
-                break
-        out[key] = value
-    return out
 
 
 def load_base_learner(model: MSANet, path: str | Path) -> str:
@@ -82,18 +61,19 @@ def load_base_learner(model: MSANet, path: str | Path) -> str:
         state = raw["state_dict"]  # the authors' PSPNet best.pth
     else:
         raise ValueError(f"{path} holds no 'state_dict'; it is not a PSPNet base learner.")
-    renamed = base_learner_state(state)
-    wanted = {k: v for k, v in model.state_dict().items()
-              if k.split(".")[0] in {"layer0", "layer1", "layer2", "layer3", "layer4",
-                                     "learner_base"}}
-    missing = [k for k in wanted if k not in renamed]
-    wrong = [k for k in wanted if k in renamed and renamed[k].shape != wanted[k].shape]
+    # the same renaming as load_authors_checkpoint: wrappers, BAM's encoder copy, ppm/cls
+    expected = model.state_dict()
+    renamed = adapt_to_model(state, expected).state
+    wanted = {k: v for k, v in expected.items() if is_pspnet_part(k)}
+    # the meta learner's keys of a stage-2 file are not wanted: not "unexpected" here
+    match = match_state_dict(wanted, {k: v for k, v in renamed.items() if k in wanted})
+    missing, wrong = match.missing, [key for key, _, _ in match.mismatched]
     if missing or wrong:
         raise ValueError(
             f"Base learner {path} does not fit MSANet(backbone={model.config.backbone}, "
             f"num_base_classes={model.config.num_base_classes}): {len(missing)} tensors "
             f"missing (e.g. {missing[:2]}), {len(wrong)} with another shape (e.g. {wrong[:2]}).")
-    model.load_state_dict({k: renamed[k] for k in wanted}, strict=False)
+    model.load_state_dict(match.loadable, strict=False)
     return f"backbone and base learner from {path}"
 
 

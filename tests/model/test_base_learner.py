@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from msanet_lib.model.pspnet import PSPNet, PSPNetTrainOutput
-from msanet_lib.modules.base_learner import PPM, BaseLearner, build_learner_base
+from msanet_lib.modules.base_learner import PPM, BaseLearner
 
 GOLDEN = Path(__file__).resolve().parents[1] / "fixtures" / "authors_golden"
 
@@ -31,7 +31,7 @@ def n_params(model: nn.Module) -> int:
 ])
 def test_learner_base_keys_are_the_authors(golden: str, in_dim: int) -> None:
     with torch.device("meta"):
-        learner = build_learner_base(in_dim, 16)
+        learner = BaseLearner(in_dim, 16)
     authors = [k for k in golden_keys(golden) if k.startswith("learner_base.")]
     assert ["learner_base." + k for k in learner.state_dict()] == authors
 

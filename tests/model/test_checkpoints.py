@@ -71,7 +71,7 @@ def test_bam_best_pth_round_trip_into_pspnet(tmp_path: Path, ddp: bool) -> None:
     dst = PSPNet(backbone="resnet_toy", num_classes=5)
     report = load_authors_checkpoint(dst, path)
     assert_same_tensors(dst.state_dict(), src.state_dict())
-    assert report.source_kind == "pspnet" and report.epoch == 100
+    assert report.file_format == "pspnet" and report.epoch == 100
     assert len(report.loaded) == len(dst.state_dict())
     assert all(k.startswith("encoder.") for k in report.ignored)
     assert len(report.ignored) == sum(k.startswith("layer") for k in dst.state_dict())
@@ -148,6 +148,38 @@ def test_pspnet_file_into_the_real_msanet(tmp_path: Path) -> None:
     torch.testing.assert_close(ablated.layer2[1].conv2.weight, src.layer2[1].conv2.weight)
 
 
+def test_bam_best_pth_loads_the_same_through_stage2_and_the_authors_loader(tmp_path: Path) -> None:
+    """Stage 2's ``load_base_learner`` and ``load_authors_checkpoint`` share one renaming: a
+    BAM ``best.pth`` (DDP prefix, ``encoder.*`` copy) gives MSANet the same tensors under the
+    same names through both."""
+    from msanet_lib.model.msanet import MSANet, MSANetConfig
+    from msanet_lib.training.stage2 import load_base_learner
+
+    src = randomised(PSPNet(backbone="resnet_toy", num_classes=6), 8)
+    path = tmp_path / "best.pth"
+    torch.save(bam_best_pth(src, ddp=True), path)
+    config = MSANetConfig(backbone="resnet_toy", num_base_classes=6)
+    torch.manual_seed(1)
+    by_stage2 = MSANet(config)
+    torch.manual_seed(1)
+    by_authors = MSANet(config)
+    load_base_learner(by_stage2, path)
+    report = load_authors_checkpoint(by_authors, path)
+
+    renamed = {k.replace("ppm.", "learner_base.0.").replace("cls.", "learner_base.1."): v
+               for k, v in src.state_dict().items()}
+    assert sorted(report.loaded) == sorted(renamed)
+    assert report.prefixes_removed == ["module."] and report.file_format == "pspnet"
+    assert sorted(report.ignored) == sorted(
+        f"encoder.{k[5]}.{k[7:]}" for k in src.state_dict() if k.startswith("layer"))
+    one, two = by_stage2.state_dict(), by_authors.state_dict()
+    assert list(one) == list(two)
+    for key in one:  # the file's tensors under the same names; the meta learner as initialised
+        assert torch.equal(one[key], two[key]), key
+        if key in renamed:
+            assert torch.equal(one[key], renamed[key]), key
+
+
 # ----------------------------------------------------------------------------- MSANet files
 def test_msanet_checkpoint_round_trip_and_into_pspnet(tmp_path: Path) -> None:
     src = randomised(TinyMSANetLike(), 5)
@@ -156,7 +188,7 @@ def test_msanet_checkpoint_round_trip_and_into_pspnet(tmp_path: Path) -> None:
     dst = TinyMSANetLike()
     report = load_authors_checkpoint(dst, tmp_path / "train_epoch_37.pth")
     assert_same_tensors(dst.state_dict(), src.state_dict())
-    assert report.source_kind == "msanet" and report.epoch == 37 and not report.untouched
+    assert report.file_format == "msanet" and report.epoch == 37 and not report.untouched
 
     # The base learner of an MSANet file, extracted into a PSPNet.
     psp = PSPNet(backbone="resnet_toy", num_classes=5)

@@ -10,7 +10,6 @@ from torch import nn
 from msanet_lib.modules.aspp import ASPP
 from msanet_lib.modules.attention import Attention
 from msanet_lib.modules.decoder import (
-    aspp_reduction,
     classifier,
     feature_reduction,
     merge_block,
@@ -76,11 +75,11 @@ def test_decoder_builders_match_authors_shapes() -> None:
     assert down[0].weight.shape == (256, 1536, 1, 1) and down[0].bias is None
     assert isinstance(down[2], nn.Dropout2d) and down[2].p == 0.5
     assert merge_block(833)[0].weight.shape == (256, 833, 1, 1)
-    assert aspp_reduction(1280)[0].weight.shape == (256, 1280, 1, 1)
+    assert merge_block(1280)[0].weight.shape == (256, 1280, 1, 1)
     res2 = residual_block(256)
     assert sorted(res2.state_dict()) == ["0.weight", "2.weight"]
     cls = classifier(256, 2)
     assert list(cls.state_dict()) == ["0.weight", "3.weight", "3.bias"]
     assert cls[3].weight.shape == (2, 256, 1, 1) and cls[2].p == 0.1
-    n = sum(p.numel() for m in (down, merge_block(833), aspp_reduction(1280), res2, cls) for p in m.parameters())
+    n = sum(p.numel() for m in (down, merge_block(833), merge_block(1280), res2, cls) for p in m.parameters())
     assert n == 393_216 + 213_248 + 327_680 + 1_179_648 + 590_338

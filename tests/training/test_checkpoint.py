@@ -93,7 +93,8 @@ def test_truncated_or_foreign_files_give_clear_errors(tmp_path: Path) -> None:
 
 
 def test_export_is_float32_and_loadable(tmp_path: Path) -> None:
-    state = {"module.w": torch.ones(2, 2, dtype=torch.float64), "n": torch.tensor(3)}
+    # a DDP model's state dict: the wrapper prefixes every key
+    state = {"module.w": torch.ones(2, 2, dtype=torch.float64), "module.n": torch.tensor(3)}
     path = ck.export_model(tmp_path / "export.pth", stage="meta",
                            model_config={"backbone": "resnet_toy"}, state_dict=state)
     ckpt = ck.load_checkpoint(path)
@@ -101,3 +102,38 @@ def test_export_is_float32_and_loadable(tmp_path: Path) -> None:
     assert set(ckpt["state_dict"]) == {"w", "n"}  # DDP prefix stripped
     assert ckpt["state_dict"]["w"].dtype == torch.float32
     assert ckpt["state_dict"]["n"].dtype == torch.int64
+
+
+def _two_layers() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4))
+
+
+def test_checkpoints_of_wrapped_models_load_into_the_plain_model(tmp_path: Path) -> None:
+    """Saved from DataParallel/DDP (``module.``) around torch.compile (``_orig_mod.``), a
+    checkpoint and an export hold the plain model's keys and load strictly into it."""
+    model = _two_layers()
+    wrapped = torch.nn.DataParallel(torch.compile(model))  # compiles lazily: nothing runs here
+    assert all(k.startswith("module._orig_mod.") for k in wrapped.state_dict())
+    last = ck.save_checkpoint(
+        tmp_path / "last.pth", stage="meta", config={}, model_config={},
+        state_dict=wrapped.state_dict(), epoch=1, iteration=1, optimizer=None, scheduler=None,
+        metrics={})
+    export = ck.export_model(tmp_path / "export.pth", stage="meta", model_config={},
+                             state_dict=wrapped.state_dict())
+    for path in (last, export):
+        fresh = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4))
+        fresh.load_state_dict(ck.load_checkpoint(path)["state_dict"])  # strict
+        for key, value in model.state_dict().items():
+            assert torch.equal(fresh.state_dict()[key], value), key
+
+
+def test_a_submodule_named_module_keeps_its_name(tmp_path: Path) -> None:
+    """Only a prefix that every key carries comes from a wrapper; a child called ``module``
+    next to other children is part of the model and its keys are saved as they are."""
+    model = torch.nn.Module()
+    model.module = torch.nn.Linear(2, 2)
+    model.head = torch.nn.Linear(2, 1)
+    path = ck.export_model(tmp_path / "export.pth", stage="meta", model_config={},
+                           state_dict=model.state_dict())
+    assert set(ck.load_checkpoint(path)["state_dict"]) == set(model.state_dict())
