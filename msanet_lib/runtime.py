@@ -107,6 +107,28 @@ def autocast(device: torch.device, amp: str | None) -> contextlib.AbstractContex
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
+def cpu_has_bf16_units() -> bool:
+    """Whether this CPU computes bfloat16 in hardware (AVX512-BF16 or AMX tiles).
+
+    Without them oneDNN emulates bfloat16 and a bf16 autocast is much slower than float32
+    (ResNet-50 MSANet, 473 px, 2 threads of an AVX2 AMD EPYC: 49.7 s against 3.8 s per
+    1-shot forward, ``scripts/benchmark.py --authors-code``). True when torch cannot tell.
+    """
+    checks = [getattr(torch.cpu, name, None)
+              for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    checks = [check for check in checks if check is not None]
+    return not checks or any(check() for check in checks)
+
+
+def slow_amp_note(device: torch.device, amp: str | None) -> str | None:
+    """One line for the commands to print when ``amp`` would be slower than float32 on
+    ``device`` (bfloat16 on a CPU without bf16 units), else None."""
+    if device.type == "cpu" and amp in ("bf16", "bfloat16") and not cpu_has_bf16_units():
+        return ("this CPU has no bfloat16 units (AVX512-BF16 or AMX): bf16 is emulated and runs "
+                "several times slower than float32 here; drop --amp bf16 to run in float32.")
+    return None
+
+
 def float32_autocast_off(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Run ``fn`` with autocast disabled and its float16/bfloat16 tensor arguments in float32.
 

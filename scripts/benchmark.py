@@ -5,7 +5,9 @@ Measures, at ``--size`` pixels:
   that msanet-eval runs (:func:`~msanet_lib.model.inference.prepare_for_inference`; the model
   as trained with ``--unprepared``);
 - train step = forward + backward of the trainable part + an SGD step, for a batch of 1 and 2
-  1-shot episodes;
+  1-shot episodes, of the training copy that msanet-train's stage 2 runs
+  (:func:`~msanet_lib.model.inference.prepare_for_training`; the model as written with
+  ``--unprepared``);
 - peak memory of each measurement: CUDA ``max_memory_allocated`` on a GPU; on CPU the growth of
   the process's peak resident set (Linux ``VmHWM``, reset through ``/proc/self/clear_refs``;
   elsewhere the growth of ``ru_maxrss``, which can only report new peaks).
@@ -191,6 +193,8 @@ def run(args: argparse.Namespace) -> list[tuple[str, float, float, int]]:
     model = _build(1, device, args.channels_last).train()
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.SGD(params, lr=1e-3, momentum=0.9)
+    if not args.unprepared:  # what msanet-train's stage 2 runs (runtime.fast_frozen)
+        model = prepare_for_training(model)
     for batch in args.train_batches:
         ep = _episode(batch, 1, args.size, device, args.channels_last)
 
@@ -436,8 +440,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-tf32", action="store_true",
                         help="CUDA: plain IEEE float32 matmul/conv (the training default is TF32)")
     parser.add_argument("--unprepared", action="store_true",
-                        help="eval rows: the model as trained, not the evaluation copy "
-                             "(BatchNorm folded, factorised base learner)")
+                        help="the model as written, not the evaluation copy (BatchNorm "
+                             "folded, factorised base learner) nor the stage-2 training copy "
+                             "(the same for the frozen parts)")
     parser.add_argument("--threads", type=int, default=None,
                         help="CPU threads (default: torch's, usually one per core)")
     parser.add_argument("--train-step", action="store_true",

@@ -33,7 +33,13 @@ from torch import nn
 from msanet_lib.backbones.state_dicts import read_weights_file
 from msanet_lib.evaluation.feature_cache import MIB, CacheStats
 from msanet_lib.evaluation.protocol import EPISODES, SEEDS, EvalResult, evaluate
-from msanet_lib.runtime import atomic_write_text, run_command, select_device, set_tf32
+from msanet_lib.runtime import (
+    atomic_write_text,
+    run_command,
+    select_device,
+    set_tf32,
+    slow_amp_note,
+)
 from msanet_lib.utils import fast_mode
 
 FAST_EPISODES = 40
@@ -338,6 +344,8 @@ def run(args: argparse.Namespace) -> int:
         episodes, seeds = min(episodes, FAST_EPISODES), seeds[:1]
     device = select_device(args.device)
     set_tf32(args.tf32)
+    if note := slow_amp_note(device, args.amp):
+        print(f"msanet-eval: warning: {note}", file=sys.stderr)
     template = args.checkpoint
     folds = args.folds
     if folds is not None and len(folds) > 1 and "{fold}" not in template:

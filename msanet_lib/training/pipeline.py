@@ -19,6 +19,7 @@ from __future__ import annotations
 import copy
 import json
 import shutil
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,7 @@ from typing import Any
 import torch
 import yaml
 
-from msanet_lib.runtime import set_tf32
+from msanet_lib.runtime import set_tf32, slow_amp_note
 from msanet_lib.training.config import TrainConfig, config_from_dict
 from msanet_lib.training.distributed import DistContext, barrier, init_distributed
 from msanet_lib.training.engine import StageResult, Trainer, seed_all
@@ -173,6 +174,8 @@ def run_stage(
                       micro_batch_size=rt.micro_batch_size, log_every=rt.log_every, checkpoint_every=rt.checkpoint_every,
                       progress=rt.progress)
     if ctx.is_main:
+        if note := slow_amp_note(ctx.device, rt.amp):
+            print(f"msanet-train: warning: {note}", file=sys.stderr)
         notes = ", ".join(f"{k}: {v}" for k, v in spec.notes.items())
         print(f"[{stage}] {cfg.name} fold {cfg.fold} {cfg.shots}-shot on {ctx.device} "
               f"(x{ctx.world_size}) | {trainer.iters_per_epoch} it/epoch x {recipe.epochs} "
