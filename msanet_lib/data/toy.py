@@ -454,8 +454,12 @@ def ensure_toy_benchmark(root: Path | str | None = None, *, seed: int | None = N
     root = Path(root).expanduser() if root is not None else data_root() / "toy"
     want_seed = DEFAULT_SEED if seed is None else int(seed)
     want_sizes = dict(DEFAULT_SIZES if sizes is None else sizes)
-    meta = read_toy_meta(root)
-    if meta is not None and not force:
+
+    def existing() -> Path | None:
+        """``root`` if it holds a usable toy benchmark (unless ``force``), else None."""
+        meta = read_toy_meta(root)
+        if meta is None or force:
+            return None
         if (seed is not None and meta.get("seed") != want_seed) or (
                 sizes is not None and meta.get("sizes") != want_sizes):
             raise ValueError(
@@ -464,6 +468,10 @@ def ensure_toy_benchmark(root: Path | str | None = None, *, seed: int | None = N
                 "Pass another root, or force=True (`msanet-data generate toy --force`)."
             )
         return root
+
+    if existing() is not None:
+        return root
+    meta = read_toy_meta(root)
     if root.exists() and meta is None and any(root.iterdir()):
         raise FileExistsError(
             f"{root} exists and is not a toy benchmark (no {TOY_META}); it was left untouched. "
@@ -473,6 +481,10 @@ def ensure_toy_benchmark(root: Path | str | None = None, *, seed: int | None = N
     tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.generating-", dir=root.parent))
     try:
         generate_toy_benchmark(tmp / "toy", want_seed, want_sizes)
+        # Another process (a second notebook or command started on a fresh clone) may have
+        # finished the same generation while this one ran: keep its copy, drop ours.
+        if existing() is not None:
+            return root
         if root.exists():
             if meta is None:
                 root.rmdir()  # empty folder (checked above)

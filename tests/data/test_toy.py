@@ -95,3 +95,18 @@ def test_foreign_folder_is_left_untouched(tmp_path):
     with pytest.raises(FileExistsError, match="not a toy benchmark"):
         toy.ensure_toy_benchmark(tmp_path, sizes=SMALL)
     assert (tmp_path / "mine.txt").read_text() == "user data"
+
+
+def test_a_generation_finished_meanwhile_by_another_process_is_kept(tmp_path, monkeypatch):
+    """Two commands started together on a fresh clone both generate; the second keeps the first's."""
+    real = toy.generate_toy_benchmark
+    root = tmp_path / "toy"
+
+    def racing(directory, seed, sizes):
+        real(root, seed, sizes)  # the other process renames its finished copy into place first
+        real(directory, seed, sizes)
+
+    monkeypatch.setattr(toy, "generate_toy_benchmark", racing)
+    assert toy.ensure_toy_benchmark(root, sizes=SMALL) == root
+    assert toy.read_toy_meta(root)["sizes"] == SMALL
+    assert [p.name for p in tmp_path.iterdir()] == ["toy"]  # our copy and temp folder removed
