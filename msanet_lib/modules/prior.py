@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from msanet_lib.runtime import float32_autocast_off, padded_length
+from msanet_lib.runtime import float32_autocast_off, padded_length, pixel_rows
 
 PRIOR_EPS = 1e-7
 
@@ -57,15 +57,19 @@ def prior_mask(
     # All h*w columns on accelerators (a static size: no host sync), see padded_length.
     n_cols = padded_length(inside.sum(dim=1), h * w, extra=1)
     index = order[:, :n_cols]  # (B*K, n): inside pixels, then (if any) zero-mask pixels
-    supp = supp_feat.reshape(b * k, c, h * w).gather(2, index[:, None, :].expand(-1, c, -1))
-    supp = supp * mask.gather(1, index).to(supp.dtype)[:, None, :]
-    supp = supp.reshape(b, k, c, n_cols).transpose(2, 3).reshape(b, k * n_cols, c)
-    query = query_feat.reshape(b, c, -1)  # (B, C, HWq)
-    hw_q = query.shape[-1]
+    # Pixels as rows, (N, hw, C): a view of an NCHW map and of a channels_last one alike, so
+    # neither layout pays a copy of the 2048-channel maps (reshape(N, C, hw) copies a
+    # channels_last map).
+    supp = pixel_rows(supp_feat.reshape(b * k, c, h, w))
+    supp = supp.gather(1, index[:, :, None].expand(-1, -1, c))  # (B*K, n, C)
+    supp = supp * mask.gather(1, index).to(supp.dtype)[:, :, None]
+    supp = supp.reshape(b, k * n_cols, c)
+    query = pixel_rows(query_feat)  # (B, HWq, C)
+    hw_q = query.shape[1]
     # One bmm per episode covers all its shots: (B, K*n, C) x (B, C, HWq); in-place division
     # keeps two (B, K*n, HWq) buffers alive at most.
-    sim = supp.bmm(query)
-    norms = supp.norm(dim=2, keepdim=True) * query.norm(dim=1, keepdim=True)
+    sim = supp.bmm(query.transpose(1, 2))
+    norms = supp.norm(dim=2, keepdim=True) * query_feat.norm(dim=1).reshape(b, 1, hw_q)
     sim = sim.div_(norms.add_(eps).to(sim.dtype))
     del norms
     best = sim.reshape(b, k, n_cols, hw_q).amax(dim=2)  # (B, K, HWq)
