@@ -41,6 +41,17 @@ class NoIgnore(Dataset):
         return item
 
 
+def assert_same_weights(a: dict, b: dict, atol: float) -> None:
+    """Two checkpoints of the same run on different process counts: every float tensor close
+    (rtol 1e-4, ``atol``), every integer tensor (BatchNorm counters) equal."""
+    for key, va in a["state_dict"].items():
+        vb = b["state_dict"][key]
+        if va.is_floating_point():
+            torch.testing.assert_close(vb, va, rtol=1e-4, atol=atol, msg=f"{key} differs")
+        else:
+            assert torch.equal(va, vb), key
+
+
 def train(rank: int, world_size: int, port: int, cfg_dict: dict, out: str,
           device: str = "cpu") -> None:
     """Meta-train the tiny config on ``world_size`` processes (gloo on the CPU, NCCL with

@@ -157,12 +157,7 @@ def test_two_nccl_processes_match_one_gpu(tiny_config, tmp_path: Path) -> None:
     mp.spawn(ddp_helper.train, args=(2, port, data, str(two), "cuda"), nprocs=2, join=True)
     a, b = load_checkpoint(one / "last.pth"), load_checkpoint(two / "last.pth")
     assert a["iteration"] == b["iteration"] == 2
-    for key, va in a["state_dict"].items():
-        vb = b["state_dict"][key]
-        if va.is_floating_point():
-            torch.testing.assert_close(vb, va, rtol=1e-4, atol=1e-5, msg=f"{key} differs")
-        else:
-            assert torch.equal(va, vb), key
+    ddp_helper.assert_same_weights(a, b, atol=1e-5)
 
 
 def test_support_layer4_box_on_the_gpu_gives_the_whole_map_outputs() -> None:
