@@ -136,6 +136,15 @@ def factorise_base_learners(model: nn.Module) -> int:
     return len(names)
 
 
+def _set_support_layer4_box(model: nn.Module, enabled: bool | None) -> None:
+    """Switch an MSANet copy's support layer4 box on or off; None = where it pays, a layer4 of
+    at least ``BOX_MIN_CHANNELS`` channels. Models without the box are left alone."""
+    if hasattr(model, "use_support_layer4_box"):
+        if enabled is None:
+            enabled = model._backbone.channels[4] >= BOX_MIN_CHANNELS
+        model.use_support_layer4_box(enabled)
+
+
 def prepare_for_inference(
     model: nn.Module,
     *,
@@ -174,10 +183,7 @@ def prepare_for_inference(
         fold_batch_norms(prepared)
     if factorise_base_learner:
         factorise_base_learners(prepared)
-    if hasattr(prepared, "use_support_layer4_box"):
-        if support_layer4_box is None:
-            support_layer4_box = prepared._backbone.channels[4] >= BOX_MIN_CHANNELS
-        prepared.use_support_layer4_box(support_layer4_box)
+    _set_support_layer4_box(prepared, support_layer4_box)
     if autocast_dtype is not None:
         for module in prepared.modules():
             if isinstance(module, nn.Conv2d):  # autocast runs every conv in autocast_dtype
@@ -235,9 +241,7 @@ def prepare_for_training(
     fold_batch_norms(copied, keep=set(convs_read_before_norm(copied)) | trainable_convs)
     if factorise_base_learner:
         factorise_base_learners(copied)
-    if hasattr(copied, "use_support_layer4_box"):
-        if support_layer4_box is None:
-            on_cpu = next(plain.parameters()).device.type == "cpu"
-            support_layer4_box = on_cpu and copied._backbone.channels[4] >= BOX_MIN_CHANNELS
-        copied.use_support_layer4_box(support_layer4_box)
+    if support_layer4_box is None and next(plain.parameters()).device.type != "cpu":
+        support_layer4_box = False  # the box's size is read on the host: a sync per step
+    _set_support_layer4_box(copied, support_layer4_box)
     return copied.train(training)
