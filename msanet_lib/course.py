@@ -21,7 +21,9 @@ and the solutions agree, and a learner is never blocked by an unfinished exercis
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
+import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +32,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from msanet_lib.model.msanet import MSANet, MSANetConfig, msanet_for_shots
 from msanet_lib.runtime import seed_all, select_device
+from msanet_lib.training.checkpoint import load_checkpoint
+from msanet_lib.training.config import deep_merge, load_config, parse_override
 from msanet_lib.utils import REPO_ROOT, data_root, fast_mode
 
 SOLUTIONS_DIR = REPO_ROOT / "notebooks" / "solutions"
@@ -202,13 +207,8 @@ def load_toy_msanet(
     ``overrides`` change config fields (e.g. ``kshot_order="bam"``); tensors whose shape the
     override changes keep their initial values.
     """
-    from msanet_lib.model.msanet import MSANet, MSANetConfig, msanet_for_shots
-    from msanet_lib.training.checkpoint import load_checkpoint
-
     path = toy_checkpoint(fold)
     if not path.is_file():
-        from msanet_lib.training.config import load_config
-
         if verbose:
             print(f"No shipped model at {path.relative_to(REPO_ROOT)}: using a RANDOMLY "
                   "INITIALISED toy MSANet; figures show the mechanism, not a trained model.")
@@ -343,8 +343,6 @@ def leaderboard(upto: str = "shipped", results: Path = TOY_RESULTS) -> Leaderboa
         if not f.is_file():
             raise FileNotFoundError(f"No toy results at {f}: run `python scripts/train_toy_models.py "
                                     "evaluate` (or restore checkpoints/toy/results from git).")
-    import json
-
     fold, ablation = json.loads(fold_file.read_text()), json.loads(ablation_file.read_text())
     fold_keys = {"all_foreground": "all_foreground_1shot", "prototype": "prototype_1shot",
                  "shipped": "1shot"}
@@ -371,9 +369,6 @@ def toy_model_with(overrides: dict[str, Any], seed: int = 0) -> torch.nn.Module:
     """A freshly initialised toy MSANet (eval mode) built from ``toy.yaml`` plus
     ``msanet-train --set`` style ``overrides`` (``{"model.use_attention": False}``; a
     top-level ``"shots"`` works too): what an Experiment exercise's change builds."""
-    from msanet_lib.model.msanet import MSANet
-    from msanet_lib.training.config import deep_merge, load_config, parse_override
-
     nested: dict[str, Any] = {}
     for key, value in overrides.items():
         text = str(value).lower() if isinstance(value, bool) else value
@@ -408,8 +403,6 @@ def stage2_experiment(overrides: dict[str, Any], name: str, run: bool = False,
     for cmd in commands:
         print(" ".join(cmd))
     if run:
-        import subprocess
-
         for cmd in commands:
             subprocess.run(cmd, check=True)
     return commands

@@ -41,6 +41,7 @@ import importlib
 import math
 import resource
 import statistics
+import subprocess
 import sys
 import time
 import types
@@ -265,24 +266,27 @@ def authors_model(code: Path, shots: int) -> nn.Module:
     return model.eval()
 
 
-def run_against_authors(args: argparse.Namespace) -> None:
-    """Interleaved eval-forward timing of the authors' model and ours; prints a table."""
+def _setup_against_authors(args: argparse.Namespace) -> tuple[nn.Module, MSANet, dict]:
+    """The authors' model and ours (eval mode) on the same weights, and the 1-shot episode."""
     torch.manual_seed(0)
-    shots, size = 1, args.size
-    theirs = authors_model(Path(args.authors_code).resolve(), shots)
+    theirs = authors_model(Path(args.authors_code).resolve(), 1)
     fixture = torch.load(GOLDEN / "msanet_resnet50_1shot.pt")
     shapes = {k: v.shape for k, v in theirs.state_dict().items()}
     weights = shared_weights(fixture["state_dict_keys"], shapes, fixture["vectors"])
     theirs.load_state_dict(weights)
-    ours = MSANet(MSANetConfig(backbone="resnet50", shots=shots, num_base_classes=16))
+    ours = MSANet(MSANetConfig(backbone="resnet50", shots=1, num_base_classes=16))
     ours.load_state_dict(weights)
     ours.eval()
-    ep = _episode(1, shots, size, torch.device("cpu"), channels_last=False)
+    return theirs, ours, _episode(1, 1, args.size, torch.device("cpu"), channels_last=False)
+
+
+def _eval_variants(theirs: nn.Module, ours: MSANet, ep: dict, args: argparse.Namespace
+                   ) -> dict[str, Callable[[], tuple]]:
+    """One eval forward of each model, by row name (the first is the reference)."""
     x, s_x, s_y = ep["x"], ep["s_x"], ep["s_y"]
     x_cl = x.contiguous(memory_format=torch.channels_last)
     prepared = prepare_for_inference(ours, channels_last=True)
     prepared_nchw = prepare_for_inference(ours)
-    prepared_bf16 = prepare_for_inference(ours, channels_last=True, autocast_dtype=torch.bfloat16)
 
     def authors_fp32() -> tuple:
         with torch.no_grad():
@@ -296,10 +300,6 @@ def run_against_authors(args: argparse.Namespace) -> None:
         with torch.inference_mode():
             return prepared(x_cl, s_x, s_y)
 
-    def ours_bf16() -> tuple:
-        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
-            return prepared_bf16(x_cl, s_x, s_y)
-
     def ours_fp32_nchw() -> tuple:
         with torch.inference_mode():
             return prepared_nchw(x, s_x, s_y)
@@ -311,78 +311,26 @@ def run_against_authors(args: argparse.Namespace) -> None:
         "ours, float32, evaluation copy, channels_last (msanet-eval)": ours_fp32,
     }
     if cpu_has_bf16_units() or args.emulated_bf16:
+        prepared_bf16 = prepare_for_inference(ours, channels_last=True,
+                                              autocast_dtype=torch.bfloat16)
+
+        def ours_bf16() -> tuple:
+            with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+                return prepared_bf16(x_cl, s_x, s_y)
+
         variants["ours, bfloat16 autocast, evaluation copy, channels_last "
                  "(msanet-eval --amp bf16)"] = ours_bf16
-    else:  # emulated bf16 takes minutes per round here and says nothing about bf16 hardware
-        print("bfloat16 row skipped: this CPU has no bfloat16 units (--emulated-bf16 times it "
-              "anyway; 9.1x the authors' float32 on a 2-core AVX2 EPYC)\n", file=sys.stderr)
-    outputs = {name: fn() for name, fn in variants.items()}  # also the warm-up
-    flops = {}  # floating-point operations of convolutions and matrix products, per variant
-    for name, fn in variants.items():
-        with FlopCounterMode(display=False) as counter:
-            fn()
-        flops[name] = counter.get_total_flops()
-    with torch.no_grad():  # the exact function, to put the float32 differences in scale
-        exact = copy.deepcopy(theirs).double()(x.double(), s_x.double(), s_y, None, None)
-    wall, cpu = _interleaved(variants, args.repeats)
-    memory = _peak_memory(variants)
-    print(f"MSANet ResNet-50 eval forward, 1-shot, {size}x{size}, CPU, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} thread(s); golden-fixture weights; medians of "
-          f"{args.repeats} interleaved rounds. Ratios are to the authors' float32 time; 'per "
-          "round' is the median of the per-round ratios; CPU = process CPU time (robust to other "
-          "load with one thread); memory = peak RSS growth of one call.\n")
-    print("| model | wall (s) | ratio | ratio per round | CPU (s) | CPU ratio | GFLOP | GFLOP per CPU s | "
-          "memory (MiB) | max abs diff of final / meta / base out vs the authors' float64 |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|")
-    for name in variants:
-        w, w_ratio, w_round, c, c_ratio = _ratios(wall, cpu, name, "authors, float32")
-        diffs = " / ".join(f"{(o.double() - g).abs().max().item():.1e}"
-                           for o, g in zip(outputs[name], exact))
-        print(f"| {name} | {w:.2f} | {w_ratio:.3f} | {w_round:.3f} | {c:.2f} | {c_ratio:.3f} "
-              f"| {flops[name] / 1e9:.0f} | {flops[name] / 1e9 / c:.0f} | {memory[name]:.0f} "
-              f"| {diffs} |")
-    if args.train_step:
-        _train_against_authors(theirs, ours, ep, args.repeats)
+    return variants
 
 
-def _interleaved(variants: dict[str, Callable[[], object]], repeats: int
-                 ) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
-    """Wall and process-CPU seconds of every variant, ``repeats`` interleaved rounds."""
-    wall: dict[str, list[float]] = {name: [] for name in variants}
-    cpu: dict[str, list[float]] = {name: [] for name in variants}
-    for _ in range(repeats):
-        for name, fn in variants.items():
-            start, start_cpu = time.perf_counter(), time.process_time()
-            fn()
-            wall[name].append(time.perf_counter() - start)
-            cpu[name].append(time.process_time() - start_cpu)
-    return wall, cpu
-
-
-def _peak_memory(variants: dict[str, Callable[[], object]]) -> dict[str, float]:
-    """Peak RSS growth (MiB) of one call of each variant, after the warm-up."""
-    memory = {}
-    for name, fn in variants.items():
-        with PeakMemory(torch.device("cpu")) as mem:
-            fn()
-        memory[name] = mem.mib
-    return memory
-
-
-def _ratios(wall: dict[str, list[float]], cpu: dict[str, list[float]], name: str, ref_name: str
-            ) -> tuple[float, float, float, float, float]:
-    """Median wall, its ratio, the median per-round ratio, median CPU and its ratio."""
-    w, c = statistics.median(wall[name]), statistics.median(cpu[name])
-    w_ref, c_ref = statistics.median(wall[ref_name]), statistics.median(cpu[ref_name])
-    per_round = statistics.median(v / r for v, r in zip(wall[name], wall[ref_name]))
-    return w, w / w_ref, per_round, c, c / c_ref
-
-
-def _train_against_authors(theirs: nn.Module, ours: MSANet, ep: dict, repeats: int) -> None:
+def _train_variants(theirs: nn.Module, ours: MSANet, ep: dict) -> dict[str, Callable[[], None]]:
     """One stage-2 training step (forward, backward of the trainable part, SGD) of each model
-    on the same 1-shot episode, interleaved; BatchNorm in eval mode (fix_bn) in both."""
+    on the same 1-shot episode, BatchNorm in eval mode (fix_bn) in both, by row name."""
     cat = torch.zeros(1, dtype=torch.long)
     x, s_x, s_y, y_m, y_b = ep["x"], ep["s_x"], ep["s_y"], ep["y_m"], ep["y_b"]
+    # As their train.py does after building the model: without it their base learner (run
+    # outside no_grad in their forward) would get gradients and momentum it never gets in training.
+    theirs.freeze_modules(theirs)
 
     def stepper(model: nn.Module, forward: Callable[[], torch.Tensor]) -> Callable[[], None]:
         model.train()
@@ -407,27 +355,137 @@ def _train_against_authors(theirs: nn.Module, ours: MSANet, ep: dict, repeats: i
         return out.main_loss + out.aux_loss1 + out.aux_loss2
 
     ours.train()
-    copy_ = prepare_for_training(ours)  # what msanet-train runs: frozen parts folded, box
+    copy_ = prepare_for_training(ours)  # what msanet-train runs: factorised, box
 
     def copy_loss() -> torch.Tensor:
         out = copy_(x, s_x, s_y, y_m, y_b, cat)
         return out.main_loss + out.aux_loss1 + out.aux_loss2
 
-    variants = {"authors, float32": stepper(theirs, theirs_loss),
-                "ours, float32, model as written": stepper(ours, ours_loss),
-                "ours, float32, training copy (msanet-train)": stepper(copy_, copy_loss)}
-    for fn in variants.values():
+    return {"authors, float32": stepper(theirs, theirs_loss),
+            "ours, float32, model as written": stepper(ours, ours_loss),
+            "ours, float32, training copy (msanet-train)": stepper(copy_, copy_loss)}
+
+
+def _memory_child(args: argparse.Namespace) -> None:
+    """``--memory-of KIND:I``: peak RSS growth (MiB) of one call of variant I of KIND ("eval" or
+    "train"), after one warm-up call, in this fresh process; printed on the last line."""
+    kind, index = args.memory_of.split(":")
+    theirs, ours, ep = _setup_against_authors(args)
+    if kind == "eval":
+        variants: dict = _eval_variants(theirs, ours, ep, args)
+    else:
+        variants = _train_variants(theirs, ours, ep)
+    fn = list(variants.values())[int(index)]
+    fn()
+    with PeakMemory(torch.device("cpu")) as mem:
+        fn()
+    print(f"{mem.mib:.1f}")
+
+
+def _fresh_process_memory(kind: str, names: list[str], args: argparse.Namespace
+                          ) -> dict[str, float]:
+    """Peak RSS growth of one call of each variant, each in its own fresh process.
+
+    In one process the numbers depend on what ran before (the allocator keeps freed blocks and
+    returns them in its own time; two runs of the same step measured 870 and 1002 MiB), so
+    every variant gets the same history: the models built, one warm-up call, the measured one.
+    """
+    memory = {}
+    for index, name in enumerate(names):
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--authors-code", args.authors_code,
+               "--size", str(args.size), "--memory-of", f"{kind}:{index}",
+               "--threads", str(torch.get_num_threads())]
+        if args.emulated_bf16:
+            cmd.append("--emulated-bf16")
+        done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            raise SystemExit(f"memory of {name!r}: the child process failed:\n{done.stderr[-2000:]}")
+        memory[name] = float(done.stdout.strip().splitlines()[-1])
+    return memory
+
+
+def run_against_authors(args: argparse.Namespace) -> None:
+    """Interleaved eval-forward timing of the authors' model and ours; prints a table."""
+    theirs, ours, ep = _setup_against_authors(args)
+    x, s_x, s_y = ep["x"], ep["s_x"], ep["s_y"]
+    variants = _eval_variants(theirs, ours, ep, args)
+    if len(variants) == 4:  # emulated bf16 takes minutes per round and says nothing about units
+        print("bfloat16 row skipped: this CPU has no bfloat16 units (--emulated-bf16 times it "
+              "anyway; 9.1x the authors' float32 on a 2-core AVX2 EPYC)\n", file=sys.stderr)
+    outputs = {name: fn() for name, fn in variants.items()}  # also the warm-up
+    flops = {}  # floating-point operations of convolutions and matrix products, per variant
+    for name, fn in variants.items():
+        with FlopCounterMode(display=False) as counter:
+            fn()
+        flops[name] = counter.get_total_flops()
+    with torch.no_grad():  # the exact function, to put the float32 differences in scale
+        exact = copy.deepcopy(theirs).double()(x.double(), s_x.double(), s_y, None, None)
+    wall, cpu = _interleaved(variants, args.repeats)
+    memory = _fresh_process_memory("eval", list(variants), args)
+    print(f"MSANet ResNet-50 eval forward, 1-shot, {args.size}x{args.size}, CPU, torch "
+          f"{torch.__version__}, {torch.get_num_threads()} thread(s); golden-fixture weights; "
+          f"medians of {args.repeats} interleaved rounds. Ratios are to the authors' float32 "
+          "time; 'per round' is the median of the per-round ratios; CPU = process CPU time "
+          "(robust to other load with one thread); memory = peak RSS growth of one call after "
+          "one warm-up call, each variant in a fresh process.\n")
+    print("| model | wall (s) | ratio | ratio per round | CPU (s) | CPU ratio | GFLOP | GFLOP per CPU s | "
+          "memory (MiB) | max abs diff of final / meta / base out vs the authors' float64 |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+    for name in variants:
+        w, w_ratio, w_round, c, c_ratio = _ratios(wall, cpu, name, "authors, float32")
+        diffs = " / ".join(f"{(o.double() - g).abs().max().item():.1e}"
+                           for o, g in zip(outputs[name], exact))
+        print(f"| {name} | {w:.2f} | {w_ratio:.3f} | {w_round:.3f} | {c:.2f} | {c_ratio:.3f} "
+              f"| {flops[name] / 1e9:.0f} | {flops[name] / 1e9 / c:.0f} | {memory[name]:.0f} "
+              f"| {diffs} |")
+    if args.train_step:
+        _train_against_authors(theirs, ours, ep, args)
+
+
+def _interleaved(variants: dict[str, Callable[[], object]], repeats: int
+                 ) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """Wall and process-CPU seconds of every variant, ``repeats`` interleaved rounds."""
+    wall: dict[str, list[float]] = {name: [] for name in variants}
+    cpu: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(repeats):
+        for name, fn in variants.items():
+            start, start_cpu = time.perf_counter(), time.process_time()
+            fn()
+            wall[name].append(time.perf_counter() - start)
+            cpu[name].append(time.process_time() - start_cpu)
+    return wall, cpu
+
+
+def _ratios(wall: dict[str, list[float]], cpu: dict[str, list[float]], name: str, ref_name: str
+            ) -> tuple[float, float, float, float, float]:
+    """Median wall, its ratio, the median per-round ratio, median CPU and its ratio."""
+    w, c = statistics.median(wall[name]), statistics.median(cpu[name])
+    w_ref, c_ref = statistics.median(wall[ref_name]), statistics.median(cpu[ref_name])
+    per_round = statistics.median(v / r for v, r in zip(wall[name], wall[ref_name]))
+    return w, w / w_ref, per_round, c, c / c_ref
+
+
+def _train_against_authors(theirs: nn.Module, ours: MSANet, ep: dict, args: argparse.Namespace
+                           ) -> None:
+    """Interleaved stage-2 training steps of both models (:func:`_train_variants`); a table."""
+    variants = _train_variants(theirs, ours, ep)
+    flops = {}
+    for name, fn in variants.items():
         fn()  # warm-up, allocates the momentum buffers
-    wall, cpu = _interleaved(variants, repeats)
-    memory = _peak_memory(variants)
+        with FlopCounterMode(display=False) as counter:
+            fn()
+        flops[name] = counter.get_total_flops()
+    wall, cpu = _interleaved(variants, args.repeats)
+    memory = _fresh_process_memory("train", list(variants), args)
     print("\nTraining step (stage 2, 1-shot, batch 1: forward, backward of the trainable part, "
           "SGD with momentum), same episode, interleaved:\n")
-    print("| model | wall (s) | ratio | ratio per round | CPU (s) | CPU ratio | memory (MiB) |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print("| model | wall (s) | ratio | ratio per round | CPU (s) | CPU ratio | GFLOP | "
+          "memory (MiB) |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for name in variants:
         w, w_ratio, w_round, c, c_ratio = _ratios(wall, cpu, name, "authors, float32")
         print(f"| {name} | {w:.2f} | {w_ratio:.3f} | {w_round:.3f} | {c:.2f} | {c_ratio:.3f} "
-              f"| {memory[name]:.0f} |")
+              f"| {flops[name] / 1e9:.0f} | {memory[name]:.0f} |")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -454,6 +512,7 @@ def main(argv: list[str] | None = None) -> None:
                              "(emulated, very slow) bf16 row anyway")
     parser.add_argument("--train-step", action="store_true",
                         help="with --authors-code: also time a stage-2 training step of both")
+    parser.add_argument("--memory-of", default=None, help=argparse.SUPPRESS)  # a child's job
     parser.add_argument("--authors-code", default=None, metavar="PATH",
                         help="a checkout of AIVResearch/MSANet: time its eval forward against ours "
                              "(CPU, ResNet-50, 1-shot, interleaved; --repeats rounds)")
@@ -469,6 +528,9 @@ def main(argv: list[str] | None = None) -> None:
         if args.threads < 1:
             parser.error("--threads must be >= 1")
         torch.set_num_threads(args.threads)
+    if args.authors_code is not None and args.memory_of is not None:
+        _memory_child(args)
+        return
     if args.authors_code is not None:
         run_against_authors(args)
         return

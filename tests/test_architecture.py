@@ -98,3 +98,35 @@ def test_no_import_cycle_between_modules() -> None:
 
 def test_the_runtime_layer_imports_nothing_of_the_project() -> None:
     assert not import_graph()["msanet_lib.runtime"]
+
+
+# Inside a function, outside the commands, a module imports only what may be missing: the
+# optional extras (pycocotools: coco; tensorboard; ipywidgets/IPython: the course in Jupyter)
+# and pyplot, whose import picks a GUI backend and is wanted only where a figure is shown inline.
+OPTIONAL_IMPORTS = ("pycocotools", "torch.utils.tensorboard", "ipywidgets", "IPython",
+                    "matplotlib.pyplot")
+
+
+def function_level_imports() -> list[str]:
+    """``module:line imported`` for every import inside a function of a non-command module."""
+    found = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        module = _module_name(path)
+        if module.split(".")[-1] in COMMANDS:
+            continue
+        for func in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not isinstance(func, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            for node in ast.walk(func):
+                if isinstance(node, ast.ImportFrom) and node.module:
+                    found.append((module, node.lineno, node.module))
+                elif isinstance(node, ast.Import):
+                    found += [(module, node.lineno, a.name) for a in node.names]
+    return [f"{m}:{line} {name}" for m, line, name in found
+            if not any(name == o or name.startswith(o + ".") for o in OPTIONAL_IMPORTS)]
+
+
+def test_imports_inside_functions_are_only_optional_dependencies() -> None:
+    inside = function_level_imports()
+    assert not inside, ("import these at the top of the module (or add an optional "
+                        "dependency to OPTIONAL_IMPORTS):\n" + "\n".join(inside))

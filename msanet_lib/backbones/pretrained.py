@@ -35,6 +35,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from torch import Tensor
+from torchvision.models import get_weight
 
 from msanet_lib.backbones.base import Backbone
 from msanet_lib.backbones.state_dicts import (
@@ -264,8 +265,6 @@ def _download_torchvision_state_dict(name: str) -> dict[str, Tensor]:
             f"torchvision has no ImageNet weights for the backbone {name!r}; "
             f"choose one of {', '.join(TORCHVISION_WEIGHTS)} or train it from scratch."
         )
-    from torchvision.models import get_weight
-
     weights = get_weight(TORCHVISION_WEIGHTS[name])
     try:
         return dict(weights.get_state_dict(progress=True))

@@ -14,8 +14,8 @@ import sys
 import time
 from pathlib import Path
 
-from msanet_lib.runtime import run_command
 from msanet_lib.data.splits import BENCHMARK_NAMES, NUM_FOLDS
+from msanet_lib.runtime import run_command
 
 
 def _cmd_generate(args: argparse.Namespace) -> int:

@@ -37,7 +37,13 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from msanet_lib.data.io import read_image, read_label
-from msanet_lib.data.lists import EpisodeLists, dataset_dir, episode_lists, read_authors_lists
+from msanet_lib.data.lists import (
+    EpisodeLists,
+    dataset_dir,
+    episode_lists,
+    read_authors_lists,
+    split_list,
+)
 from msanet_lib.data.splits import IGNORE_LABEL, benchmark_info, fold_split
 from msanet_lib.data.transforms import nearest_resize, test_transform, train_transform
 
@@ -308,8 +314,6 @@ class BaseClassDataset(_LabelledImages, Dataset):
                  seed: int = 0, images: str = "all", regime: str = "bam",
                  min_pixels: int | None = None, base_data_root: Path | str | None = None,
                  coco_split: str = "interleaved", progress: bool = False):
-        from msanet_lib.data.lists import split_list
-
         if split not in ("train", "val"):
             raise ValueError(f"split={split!r} must be 'train' or 'val'.")
         self._setup(root, benchmark, fold, base_data_root, coco_split)

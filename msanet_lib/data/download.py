@@ -55,6 +55,8 @@ from urllib.request import Request, urlopen
 
 from tqdm import tqdm
 
+from msanet_lib.data.coco_masks import write_label_maps
+from msanet_lib.data.lists import write_split_list
 from msanet_lib.utils import data_root
 
 # Where each benchmark lands under the data root (the layout of the BAM/MSANet lists).
@@ -643,8 +645,6 @@ def build_pascal_lists(
     train = VOC2012 ``ImageSets/Segmentation/train.txt`` + SBD ``train_noval.txt`` without
     duplicates; val = VOC2012 ``ImageSets/Segmentation/val.txt``.
     """
-    from msanet_lib.data.lists import write_split_list
-
     try:
         sbd = fetch(SBD_TRAIN_NOVAL, downloads, base_url, **kwargs)
     except DownloadError as err:
@@ -666,8 +666,6 @@ def prepare_coco(root: Path, base_url: str | None = None, **kwargs: object) -> P
     ``annotations/instances_{train,val}2014.json`` and
     ``annotations/{train2014,val2014}/*.png`` (class ids 1..80, see :mod:`coco_masks`).
     """
-    from msanet_lib.data.coco_masks import write_label_maps
-
     coco = Path(root) / COCO_DIR
     downloads = Path(root) / DOWNLOADS_DIR
     for remote in COCO2014_FILES:

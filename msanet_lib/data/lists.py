@@ -33,15 +33,11 @@ A class is listed as a support candidate of an image only if it covers ``>= min_
 from __future__ import annotations
 
 import ast
-import hashlib
 import json
-import os
-import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 from tqdm import tqdm
 
 from msanet_lib.data.io import read_label
@@ -56,6 +52,7 @@ from msanet_lib.data.list_files import (
 from msanet_lib.data.splits import IGNORE_LABEL, FoldSplit, benchmark_info, fold_split
 from msanet_lib.data.toy import TOY_META, ensure_toy_benchmark
 from msanet_lib.runtime import atomic_write_text
+from msanet_lib.utils import data_root
 
 REGIMES = ("bam", "pfenet")
 SPLITS = ("train", "val")
@@ -110,8 +107,6 @@ def dataset_dir(benchmark: str, root: Path | str | None = None) -> Path:
     Raises:
         FileNotFoundError: naming every folder looked at and the command that fetches it.
     """
-    from msanet_lib.utils import data_root
-
     info = benchmark_info(benchmark)
     base = Path(root).expanduser() if root is not None else data_root()
     if info.name == "toy":

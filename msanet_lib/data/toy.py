@@ -41,6 +41,7 @@ import numpy as np
 from PIL import Image
 
 from msanet_lib.data.list_files import PIXELS_FORMAT, count_class_pixels, pairs_digest, write_pairs
+from msanet_lib.utils import data_root
 
 TOY_META = "toy_benchmark.json"
 TOY_FORMAT_VERSION = 1
@@ -449,8 +450,6 @@ def ensure_toy_benchmark(root: Path | str | None = None, *, seed: int | None = N
         FileExistsError: ``root`` exists but is not a toy benchmark (it is left untouched).
         ValueError: a toy benchmark with different ``seed``/``sizes`` is already there.
     """
-    from msanet_lib.utils import data_root
-
     root = Path(root).expanduser() if root is not None else data_root() / "toy"
     want_seed = DEFAULT_SEED if seed is None else int(seed)
     want_sizes = dict(DEFAULT_SIZES if sizes is None else sizes)

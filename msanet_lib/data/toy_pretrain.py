@@ -24,8 +24,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from msanet_lib.runtime import IGNORE_LABEL
 from msanet_lib.data.toy import HUES, PATTERNS, SHAPES, generate_split, pretrain_combinations
+from msanet_lib.runtime import IGNORE_LABEL
 
 ATTRIBUTES: dict[str, tuple[str, ...]] = {"shape": SHAPES, "pattern": PATTERNS,
                                           "hue": tuple(HUES)}

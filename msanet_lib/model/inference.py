@@ -199,22 +199,24 @@ def prepare_for_training(
     factorise_base_learner: bool = True,
     support_layer4_box: bool | None = None,
 ) -> nn.Module:
-    """A training copy of ``model`` whose frozen parts do less work; the trainable ones are shared.
+    """A training copy of ``model`` whose frozen parts do less work; every tensor is shared.
 
     In stage 2 the backbone and the base learner are frozen and, with ``config.fix_bn``, every
     BatchNorm runs on its running statistics: the frozen parts compute the same fixed function
-    as in evaluation, so they can be prepared as :func:`prepare_for_inference` does (BatchNorm
-    folded, factorised base learner, supports' layer4 on the mask box), while the meta
-    learner keeps its own BatchNorms and Dropouts and trains as written.
+    as in evaluation, so they can skip work as :func:`prepare_for_inference` does (factorised
+    base learner, supports' layer4 on the mask box), while the meta learner keeps its own
+    BatchNorms and Dropouts and trains as written.
 
-    The copy shares every trainable ``nn.Parameter`` with ``model`` (the same objects): an
-    optimizer built on ``model``'s parameters trains both, and ``model.state_dict()`` stays
-    the authors' layout (save ``model``, never the copy). Only the frozen tensors are copied
-    (folded), about 186 MB for ResNet-50 with its PSPNet head.
+    The copy is new module objects around the very same tensors: every parameter and buffer of
+    ``model`` is shared (no memory is copied), so an optimizer built on ``model``'s parameters
+    trains both, and ``model.state_dict()`` stays the authors' layout (save ``model``, never the
+    copy). BatchNorm is not folded here, unlike :func:`prepare_for_inference`: folding needs a
+    second copy of the frozen weights (186 MB for ResNet-50 with its PSPNet head) and did not
+    change the step time (scripts/benchmark.py --train-step, README "Speed").
 
     Args:
         model: an MSANet with ``config.fix_bn`` (any other model, or ``fix_bn`` off, is
-            returned unchanged: a BatchNorm on batch statistics cannot be folded).
+            returned unchanged: BatchNorms on batch statistics would see other pixels in the box).
         factorise_base_learner: see :func:`prepare_for_inference`.
         support_layer4_box: compute the supports' layer4 only on the box their masks reach
             (:mod:`~msanet_lib.model.support_region`). None (default): for a layer4 of at
@@ -231,17 +233,12 @@ def prepare_for_training(
     config = getattr(plain, "config", None)
     if not (hasattr(plain, "frozen_modules") and getattr(config, "fix_bn", False)):
         return model
-    shared = {id(p): p for p in plain.parameters() if p.requires_grad}
-    copied = copy.deepcopy(plain, memo=shared)  # memo hits: the trainable Parameters stay shared
-    training = copied.training
-    copied.eval()
-    # Fold only the frozen convolutions: a trainable one (hyper_final) must stay shared.
-    trainable_convs = {name for name, m in copied.named_modules()
-                       if isinstance(m, nn.Conv2d) and m.weight.requires_grad}
-    fold_batch_norms(copied, keep=set(convs_read_before_norm(copied)) | trainable_convs)
+    # memo hits for every tensor: deepcopy makes new modules around the same Parameters/buffers
+    shared = {id(t): t for t in (*plain.parameters(), *plain.buffers())}
+    copied = copy.deepcopy(plain, memo=shared)
     if factorise_base_learner:
         factorise_base_learners(copied)
     if support_layer4_box is None and next(plain.parameters()).device.type != "cpu":
         support_layer4_box = False  # the box's size is read on the host: a sync per step
     _set_support_layer4_box(copied, support_layer4_box)
-    return copied.train(training)
+    return copied

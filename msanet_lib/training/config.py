@@ -168,9 +168,10 @@ class RuntimeConfig:
     channels_last: bool = False
     compile: bool = False
     tf32: bool = True                     # CUDA: TF32 tensor cores for float32 matmul/conv
-    fast_frozen: bool = True              # stage 2 steps run the frozen backbone and base
-                                          # learner with BatchNorm folded (the same function
-                                          # up to float rounding; prepare_for_training);
+    fast_frozen: bool = True              # stage 2 steps run the frozen base learner
+                                          # factorised and (CPU) the supports' layer4 on the
+                                          # mask box: the same function up to float rounding,
+                                          # no weights copied (prepare_for_training);
                                           # false = as written
     dist_timeout_minutes: float = 30.0    # DDP: how long a rank waits in a collective
     workers: int = 2

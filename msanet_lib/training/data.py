@@ -13,7 +13,7 @@ from pathlib import Path
 from torch.utils.data import Dataset, Subset
 
 from msanet_lib.data.datasets import BaseClassDataset, FewShotDataset
-from msanet_lib.data.lists import authors_list_dir
+from msanet_lib.data.lists import authors_list_dir, dataset_dir
 from msanet_lib.data.transforms import test_transform, train_transform
 from msanet_lib.training.config import TrainConfig
 
@@ -29,8 +29,6 @@ def ensure_data(cfg: TrainConfig) -> Path:
             says how to get it (``msanet-data download``); or ``data.lists`` /
             ``data.base_annotations`` lack this fold's files.
     """
-    from msanet_lib.data.lists import dataset_dir
-
     directory = dataset_dir(cfg.benchmark, cfg.data_root)
     if cfg.data.lists is not None:
         for split in ("train", "val"):

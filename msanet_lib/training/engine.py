@@ -32,6 +32,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
 
 from msanet_lib.runtime import autocast, remove_stale_temps, seed_all, unwrap_model
 from msanet_lib.training.checkpoint import (
@@ -483,8 +484,6 @@ class Trainer:
         self.spec.train_mode(self.model)
         bar = None
         if self.progress:
-            from tqdm.auto import tqdm
-
             bar = tqdm(total=self.iters_per_epoch, initial=start_batch, leave=False,
                        desc=f"{self.spec.name} {epoch + 1}/{self.recipe.epochs}", unit="it")
         half = round(self.iters_per_epoch / 2)
@@ -584,8 +583,6 @@ class Trainer:
                        f"val mIoU {100 * record['val_miou']:.2f}  "
                        f"best {100 * self.best_score:.2f} (epoch {self.best_epoch})")
             if self.progress:
-                from tqdm.auto import tqdm
-
                 tqdm.write(message)
             else:
                 print(message, flush=True)

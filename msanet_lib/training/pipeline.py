@@ -28,9 +28,13 @@ import torch
 import yaml
 
 from msanet_lib.runtime import set_tf32, slow_amp_note
+from msanet_lib.training.checkpoint import load_checkpoint
 from msanet_lib.training.config import TrainConfig, config_from_dict
 from msanet_lib.training.distributed import DistContext, barrier, init_distributed
 from msanet_lib.training.engine import StageResult, Trainer, seed_all
+from msanet_lib.training.stage0 import build_pretrain_stage
+from msanet_lib.training.stage1 import build_base_stage
+from msanet_lib.training.stage2 import build_meta_stage
 from msanet_lib.utils import REPO_ROOT
 
 STAGES = ("base", "meta")          # what ``stage="both"`` runs
@@ -102,8 +106,6 @@ def _prepare_stage_dir(cfg: TrainConfig, stage: str, resume: bool, overwrite: bo
                 _check_same_recipe(saved, cfg, stage, folder)
             return folder, None, True
         if last.is_file():
-            from msanet_lib.training.checkpoint import load_checkpoint
-
             _check_same_recipe(load_checkpoint(last)["config"], cfg, stage, folder)
             return folder, last, False
         return folder, None, False
@@ -130,10 +132,6 @@ def run_stage(
     stop_at_iteration: int | None = None,
 ) -> dict[str, Any]:
     """Train one stage; returns its summary (also written to ``done.json`` when complete)."""
-    from msanet_lib.training.stage0 import build_pretrain_stage
-    from msanet_lib.training.stage1 import build_base_stage
-    from msanet_lib.training.stage2 import build_meta_stage
-
     folder, resume_from, done = _prepare_stage_dir(cfg, stage, resume, overwrite, ctx)
     if done:
         summary = json.loads((folder / "done.json").read_text())
@@ -246,8 +244,6 @@ def load_trained_config(path: str | Path) -> TrainConfig:
     if path.suffix == ".json":
         data = json.loads(path.read_text())["config"]
     else:
-        from msanet_lib.training.checkpoint import load_checkpoint
-
         data = load_checkpoint(path)["config"]
     return config_from_dict(data)
 

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from msanet_lib.backbones.pretrained import load_imagenet_weights
 from msanet_lib.data.datasets import collate_episodes
 from msanet_lib.evaluation.metrics import MultiClassIoU
 from msanet_lib.evaluation.protocol import rank_batches
@@ -37,8 +38,6 @@ def init_backbone(model: PSPNet, init: str) -> str:
     """
     if init == "scratch":
         return "random initialisation (from scratch)"
-    from msanet_lib.backbones.pretrained import load_imagenet_weights
-
     if init in ("imagenet", "torchvision"):
         # "imagenet": the authors' deep-stem file in <data root>/initmodel/ (as PSPNet/BAM);
         # for resnet_toy, the shipped stage-0 export (the toy world's ImageNet);

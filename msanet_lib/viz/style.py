@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from torch import Tensor
@@ -53,8 +54,6 @@ def panels(rows: int, cols: int, *, size: float = 2.4, pyplot: bool = True,
         fig, axes = plt.subplots(rows, cols, figsize=figsize, layout="constrained",
                                  squeeze=False, **kwargs)
         return fig, axes
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-
     fig = Figure(figsize=figsize, layout="constrained")
     FigureCanvasAgg(fig)
     return fig, np.asarray(fig.subplots(rows, cols, squeeze=False, **kwargs))

@@ -174,7 +174,7 @@ def _step(net: nn.Module, batch: dict[str, torch.Tensor], seed: int = 7
     return losses.detach(), dict(zip(params, grads))
 
 
-def test_copy_shares_the_trainable_parameters_and_folds_only_frozen_parts() -> None:
+def test_copy_shares_every_tensor_and_changes_only_frozen_modules() -> None:
     model = _train_model()
     before = {k: v.clone() for k, v in model.state_dict().items()}
     copy_ = prepare_for_training(model)
@@ -183,13 +183,17 @@ def test_copy_shares_the_trainable_parameters_and_folds_only_frozen_parts() -> N
     theirs = {n: p for n, p in copy_.named_parameters() if p.requires_grad}
     assert list(theirs) == list(shared)
     assert all(theirs[n] is p for n, p in shared.items())  # the same objects, not copies
-    # Every frozen BatchNorm folded; hyper_final's (trainable convolution) kept.
-    assert _batch_norms(copy_) == 1 and isinstance(copy_.hyper_final[1], nn.BatchNorm2d)
+    # No memory copied: the frozen weights and every buffer are the model's tensors too.
+    model_tensors = {id(t) for t in (*model.parameters(), *model.buffers())}
+    assert all(id(t) in model_tensors for t in (*copy_.parameters(), *copy_.buffers()))
+    # Nothing folded; the base learner runs factorised, on the same modules.
+    assert _batch_norms(copy_) == _batch_norms(model) == 29
     assert isinstance(copy_.learner_base, FactorisedBaseLearner)
+    assert copy_.learner_base.cls[0].weight is model.learner_base.cls[0].weight
     # The model itself is untouched: same keys, values, modules.
     after = model.state_dict()
     assert list(after) == list(before) and all(torch.equal(after[k], v) for k, v in before.items())
-    assert _batch_norms(model) == 29
+    assert isinstance(model.learner_base, BaseLearner)
     # An optimizer step on the model's parameters is a step of the copy too.
     with torch.no_grad():
         shared["cls_meta.3.bias"].add_(1.0)
@@ -210,8 +214,8 @@ def test_copy_gives_the_same_losses_and_gradients() -> None:
         assert any(g.abs().sum() > 0 for g in grads.values())
 
 
-def test_nothing_to_fold_returns_the_model() -> None:
-    model = _train_model(fix_bn=False)  # BatchNorms on batch statistics: folding would change them
+def test_nothing_to_prepare_returns_the_model() -> None:
+    model = _train_model(fix_bn=False)  # BatchNorms on batch statistics: the box would change them
     assert prepare_for_training(model) is model
     plain = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4))
     assert prepare_for_training(plain) is plain
