@@ -21,7 +21,11 @@ convolutions and matrix products (``torch.utils.flop_counter``) and the rate the
 second of CPU time. Ours runs as trained and as the evaluation copy that ``msanet-eval`` runs
 (:func:`~msanet_lib.model.inference.prepare_for_inference`: BatchNorm folded, factorised base
 learner, channels_last on CPU) under ``torch.inference_mode``; the authors' model runs under
-``torch.no_grad`` (their test.py keeps autograd on).
+``torch.no_grad`` (their test.py keeps autograd on). ``--train-step`` adds a stage-2 training
+step of both (their model frozen by its own ``freeze_modules``, as their train.py does; ours as
+written and the training copy that ``msanet-train`` runs). Memory there is the peak RSS growth
+of one call, each variant in a fresh process with a fixed malloc mmap threshold (see
+:func:`_fresh_process_memory`).
 
 Examples::
 
@@ -39,6 +43,7 @@ import ctypes
 import gc
 import importlib
 import math
+import os
 import resource
 import statistics
 import subprocess
@@ -386,10 +391,18 @@ def _fresh_process_memory(kind: str, names: list[str], args: argparse.Namespace
                           ) -> dict[str, float]:
     """Peak RSS growth of one call of each variant, each in its own fresh process.
 
-    In one process the numbers depend on what ran before (the allocator keeps freed blocks and
-    returns them in its own time; two runs of the same step measured 870 and 1002 MiB), so
-    every variant gets the same history: the models built, one warm-up call, the measured one.
+    In one process the numbers depend on what ran before (two runs of the same training step
+    measured 870 and 1002 MiB), so every variant gets the same history: the models built, one
+    warm-up call, the measured one. glibc's malloc also raises its mmap threshold as large
+    blocks are freed and then serves them from a heap it trims in its own time: the same eval
+    call grew the RSS by 835 to 1015 MiB from one fresh process to the next. The children run
+    with a fixed threshold (``MALLOC_MMAP_THRESHOLD_=65536``: blocks of 64 KiB and more are
+    mapped and unmapped with their tensor), so the RSS follows the live memory and repeats to
+    0.1 MiB; ``--default-malloc`` measures glibc's default instead.
     """
+    env = dict(os.environ)
+    if not args.default_malloc:
+        env["MALLOC_MMAP_THRESHOLD_"] = "65536"
     memory = {}
     for index, name in enumerate(names):
         cmd = [sys.executable, str(Path(__file__).resolve()), "--authors-code", args.authors_code,
@@ -397,7 +410,7 @@ def _fresh_process_memory(kind: str, names: list[str], args: argparse.Namespace
                "--threads", str(torch.get_num_threads())]
         if args.emulated_bf16:
             cmd.append("--emulated-bf16")
-        done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        done = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
         if done.returncode != 0:
             raise SystemExit(f"memory of {name!r}: the child process failed:\n{done.stderr[-2000:]}")
         memory[name] = float(done.stdout.strip().splitlines()[-1])
@@ -427,7 +440,9 @@ def run_against_authors(args: argparse.Namespace) -> None:
           f"medians of {args.repeats} interleaved rounds. Ratios are to the authors' float32 "
           "time; 'per round' is the median of the per-round ratios; CPU = process CPU time "
           "(robust to other load with one thread); memory = peak RSS growth of one call after "
-          "one warm-up call, each variant in a fresh process.\n")
+          "one warm-up call, each variant in a fresh process"
+          f"{' (glibc default malloc)' if args.default_malloc else ' (MALLOC_MMAP_THRESHOLD_=65536)'}"
+          ".\n")
     print("| model | wall (s) | ratio | ratio per round | CPU (s) | CPU ratio | GFLOP | GFLOP per CPU s | "
           "memory (MiB) | max abs diff of final / meta / base out vs the authors' float64 |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|")
@@ -512,6 +527,9 @@ def main(argv: list[str] | None = None) -> None:
                              "(emulated, very slow) bf16 row anyway")
     parser.add_argument("--train-step", action="store_true",
                         help="with --authors-code: also time a stage-2 training step of both")
+    parser.add_argument("--default-malloc", action="store_true",
+                        help="with --authors-code: measure memory under glibc's default malloc "
+                             "settings (varies from run to run) instead of a fixed mmap threshold")
     parser.add_argument("--memory-of", default=None, help=argparse.SUPPRESS)  # a child's job
     parser.add_argument("--authors-code", default=None, metavar="PATH",
                         help="a checkout of AIVResearch/MSANet: time its eval forward against ours "
