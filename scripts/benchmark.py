@@ -395,7 +395,7 @@ def _fresh_process_memory(kind: str, names: list[str], args: argparse.Namespace
     measured 870 and 1002 MiB), so every variant gets the same history: the models built, one
     warm-up call, the measured one. glibc's malloc also raises its mmap threshold as large
     blocks are freed and then serves them from a heap it trims in its own time: the same eval
-    call grew the RSS by 835 to 1015 MiB from one fresh process to the next. The children run
+    call grew the RSS by 1031 MiB in one fresh process and by 908 in the next. The children run
     with a fixed threshold (``MALLOC_MMAP_THRESHOLD_=65536``: blocks of 64 KiB and more are
     mapped and unmapped with their tensor), so the RSS follows the live memory and repeats to
     0.1 MiB; ``--default-malloc`` measures glibc's default instead.
