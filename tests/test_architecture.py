@@ -1,7 +1,8 @@
 """The import graph of ``msanet_lib`` points one way, down (docs/ARCHITECTURE.md), with no cycle.
 
 Every ``import`` counts, also those inside functions. The commands (``*/__main__.py``,
-``demo.py``) sit on top and may import any layer.
+``demo.py``) sit on top and may import any layer, inside their functions too (after parsing, so
+``--help`` answers without importing every layer: docs/ARCHITECTURE.md).
 """
 
 from __future__ import annotations
