@@ -519,7 +519,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--unprepared", action="store_true",
                         help="the model as written, not the evaluation copy (BatchNorm "
                              "folded, factorised base learner) nor the stage-2 training copy "
-                             "(the same for the frozen parts)")
+                             "(factorised base learner, support layer4 box)")
     parser.add_argument("--threads", type=int, default=None,
                         help="CPU threads (default: torch's, usually one per core)")
     parser.add_argument("--emulated-bf16", action="store_true",

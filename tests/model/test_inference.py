@@ -1,5 +1,5 @@
 """The evaluation copy (BatchNorm folded, channels_last) and the stage-2 training copy: same
-function, original untouched, trainable parameters shared."""
+function, original untouched; the training copy shares every tensor."""
 
 from __future__ import annotations
 
